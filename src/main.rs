@@ -1,0 +1,17 @@
+//! The `tigerflow` command line: parses arguments and hands them to the engine, or to the
+//! generation front end for `tigerflow generate`.
+
+mod cli;
+mod generate;
+
+fn main() {
+    let mut registry = tigerflow_stage::Registry::new();
+    tigerflow_cmd::register(&mut registry);
+    tigerflow_telegram::register(&mut registry);
+    tigerflow_chunk::register(&mut registry);
+    tigerflow_split::register(&mut registry);
+    tigerflow_publish::register(&mut registry);
+    tigerflow_train::register(&mut registry);
+    tigerflow_eval::register(&mut registry);
+    std::process::exit(cli::main(registry));
+}

@@ -1,0 +1,6 @@
+//! The `eval` stage.
+
+use tigerflow_stage::Registry;
+
+/// Adds this crate's stage kinds to the registry.
+pub fn register(_registry: &mut Registry) {}

@@ -1,0 +1,1 @@
+//! Llama-family models on burn: sources, tokenizer, NF4, LoRA and generation.
