@@ -1,0 +1,205 @@
+//! Decides, for one stage, whether its committed output is fresh, and if not, exactly why.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use tigerflow_stage::Registry;
+
+use crate::config::InputRef;
+use crate::fingerprint::{HashedInput, Ingredients};
+use crate::lock::LockEntry;
+use crate::project::Project;
+use crate::statcache::StatCache;
+
+/// What the engine needs to judge stages.
+pub struct Env<'a> {
+    pub project: &'a Project,
+    pub registry: &'a Registry,
+    pub statcache: &'a StatCache,
+}
+
+/// The verdict for one stage.
+#[derive(Debug, Clone)]
+pub enum Assessment {
+    /// The lock's output matches the current fingerprint and is intact.
+    Fresh(LockEntry),
+    /// Stale, but an earlier run with this exact fingerprint is still in the store.
+    Restorable {
+        ingredients: Ingredients,
+        reasons: Vec<String>,
+    },
+    /// Must run. `work` is `None` when an upstream stage must run first.
+    Stale {
+        work: Option<Work>,
+        reasons: Vec<String>,
+    },
+    /// Cannot run: a missing input file, or an upstream stage without output.
+    Blocked(String),
+}
+
+/// A stage ready to run: its ingredients and resolved input paths.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub ingredients: Ingredients,
+    pub inputs: BTreeMap<String, PathBuf>,
+}
+
+impl Env<'_> {
+    /// Judges stage `i` given the committed outputs so far. `pending` names upstream stages
+    /// that will re-run first (planning only); `forced` says why a stage must run regardless.
+    pub fn assess(
+        &self,
+        i: usize,
+        committed: &HashMap<String, LockEntry>,
+        pending: &[&str],
+        forced: Option<&str>,
+    ) -> Assessment {
+        let decl = &self.project.pipeline().stages[i];
+        let mut reasons: Vec<String> = forced.map(str::to_string).into_iter().collect();
+        if !pending.is_empty() {
+            let names: Vec<String> = pending.iter().map(|p| format!("`{p}`")).collect();
+            reasons.push(format!("upstream stage {} will re-run", names.join(", ")));
+            return Assessment::Stale {
+                work: None,
+                reasons,
+            };
+        }
+        let work = match self.work(i, committed) {
+            Ok(work) => work,
+            Err(message) => return Assessment::Blocked(message),
+        };
+        let fingerprint = work.ingredients.fingerprint();
+        let previous = committed.get(&decl.name);
+        if forced.is_some() {
+            return Assessment::Stale {
+                work: Some(work),
+                reasons,
+            };
+        }
+        if let Some(entry) = previous
+            && entry.fingerprint == fingerprint
+        {
+            let dir = self.project.root().join(&entry.output);
+            let intact = self
+                .statcache
+                .hash(&dir)
+                .is_ok_and(|h| h.to_hex().as_str() == entry.output_hash);
+            if intact {
+                return Assessment::Fresh(entry.clone());
+            }
+            reasons.push(format!(
+                "committed output {} was changed or removed outside tigerflow",
+                entry.output
+            ));
+            return Assessment::Stale {
+                work: Some(work),
+                reasons,
+            };
+        }
+        match previous {
+            None => reasons.push("never ran".into()),
+            Some(entry) => {
+                let changes = work.ingredients.changes_since(&entry.ingredients());
+                if changes.is_empty() {
+                    reasons.push("fingerprint changed".into());
+                }
+                reasons.extend(changes);
+            }
+        }
+        if self
+            .project
+            .store()
+            .output_dir(&decl.name, &fingerprint)
+            .is_dir()
+        {
+            return Assessment::Restorable {
+                ingredients: work.ingredients,
+                reasons,
+            };
+        }
+        Assessment::Stale {
+            work: Some(work),
+            reasons,
+        }
+    }
+
+    /// Resolves and hashes everything the stage reads.
+    fn work(&self, i: usize, committed: &HashMap<String, LockEntry>) -> Result<Work, String> {
+        let decl = &self.project.pipeline().stages[i];
+        let root = self.project.root();
+        let stage = self
+            .registry
+            .get(&decl.kind)
+            .expect("config checked the kind");
+        let mut inputs = BTreeMap::new();
+        let mut hashed = BTreeMap::new();
+        for (slot, input) in &decl.inputs {
+            let (path, known_hash) = match input {
+                InputRef::Path(p) => (root.join(p), None),
+                InputRef::Stage { stage: up, sub } => {
+                    let entry = committed.get(up).filter(|e| root.join(&e.output).is_dir()).ok_or_else(|| {
+                        format!(
+                            "input `{slot}` of stage `{}` needs the output of stage `{up}`, which has not run; fix: run `tigerflow run --to {up}` first",
+                            decl.name
+                        )
+                    })?;
+                    let dir = root.join(&entry.output);
+                    match sub {
+                        Some(sub) => (dir.join(sub), None),
+                        None => (dir, Some(entry.output_hash.clone())),
+                    }
+                }
+            };
+            let hash = match known_hash {
+                Some(h) => h,
+                None => self.hash(&path).map_err(|e| {
+                    format!(
+                        "input `{slot}` = \"{input}\" of stage `{}`: {e}; fix the path under `inputs` in {}",
+                        decl.name,
+                        self.project.file().display()
+                    )
+                })?,
+            };
+            hashed.insert(
+                slot.clone(),
+                HashedInput {
+                    source: input.to_string(),
+                    hash,
+                },
+            );
+            inputs.insert(slot.clone(), path);
+        }
+        let mut deps = BTreeMap::new();
+        for dep in stage.extra_dependencies(&decl.params) {
+            let hash = self.hash(&root.join(&dep)).map_err(|e| {
+                format!(
+                    "dependency {} of stage `{}`: {e}; fix the parameter that names it",
+                    dep.display(),
+                    decl.name
+                )
+            })?;
+            deps.insert(dep.display().to_string(), hash);
+        }
+        let ingredients = Ingredients {
+            kind: decl.kind.clone(),
+            code_version: stage.code_version(),
+            params: decl.params.clone(),
+            inputs: hashed,
+            deps,
+        };
+        Ok(Work {
+            ingredients,
+            inputs,
+        })
+    }
+
+    fn hash(&self, path: &std::path::Path) -> Result<String, String> {
+        if !path.exists() {
+            return Err(format!("{} does not exist", self.project.relative(path)));
+        }
+        self.statcache
+            .hash(path)
+            .map(|h| h.to_hex().to_string())
+            .map_err(|e| e.to_string())
+    }
+}
