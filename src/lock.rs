@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::fingerprint::{HashedInput, Ingredients};
 
 const HEADER: &str = "# Written by tigerflow after every stage that commits: what ran, with which\n\
-# fingerprint, and where its output is. Do not edit; commit it to share results.\n\n";
+# fingerprint, and where its output is. Do not edit.\n\n";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LockFile {
@@ -33,9 +33,9 @@ pub struct LockEntry {
     pub duration_s: f64,
     /// Canonical parameters as JSON (they come from pipeline.toml; never environment values).
     pub params: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, HashedInput>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deps: BTreeMap<String, String>,
 }
 
@@ -72,7 +72,7 @@ impl LockEntry {
             output,
             output_hash,
             started,
-            duration_s,
+            duration_s: (duration_s * 1000.0).round() / 1000.0,
             params: ingredients.params.to_string(),
             inputs: ingredients.inputs.clone(),
             deps: ingredients.deps.clone(),

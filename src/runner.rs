@@ -166,6 +166,8 @@ pub fn plan(project: &Project, registry: &Registry, chosen: &Chosen) -> Vec<Stag
         };
         reports[i] = Some(report);
     }
+    // Only a cache: a failed save costs time on the next call, nothing else.
+    let _ = statcache.save(&project.statcache_path());
     project
         .dag()
         .order()
@@ -291,17 +293,32 @@ impl Executor<'_> {
                     if parents.iter().any(|&p| slots[p] != Slot::Done) {
                         continue;
                     }
-                    slots[i] = Slot::Running;
-                    running += 1;
+                    // Judging is quick for unchanged files (stat cache), so it happens here and
+                    // a no-op run starts no threads; only stages that must run get one.
                     let committed = committed_map(&ledger.lock);
-                    let forced = self.chosen.forced[i].clone();
-                    let tx = tx.clone();
-                    let env = &self.env;
-                    let progress = self.progress;
-                    scope.spawn(move || {
-                        let outcome = work(env, progress, i, &committed, forced.as_deref());
-                        let _ = tx.send((i, outcome));
-                    });
+                    let forced = self.chosen.forced[i].as_deref();
+                    match triage(&self.env, i, &committed, forced) {
+                        Triage::Done(outcome) => {
+                            slots[i] = self.record(ledger, i, outcome, &mut reports[i]);
+                        }
+                        Triage::Run(work, reasons) => {
+                            slots[i] = Slot::Running;
+                            running += 1;
+                            let name = dag.name(i);
+                            self.progress
+                                .line(&format!("running {name}: {}", reasons.join("; ")));
+                            let tx = tx.clone();
+                            let env = &self.env;
+                            let progress = self.progress;
+                            scope.spawn(move || {
+                                let outcome = match run_stage(env, progress, i, work) {
+                                    Ok(entry) => Outcome::Ran(entry, reasons),
+                                    Err(message) => Outcome::Failed(message, reasons),
+                                };
+                                let _ = tx.send((i, outcome));
+                            });
+                        }
+                    }
                 }
                 if running == 0 {
                     break;
@@ -373,17 +390,22 @@ impl Executor<'_> {
     }
 }
 
-/// Assesses one stage and, if needed, restores or runs it. Runs on a worker thread.
-fn work(
+/// A judged stage: finished already (fresh, restored, blocked), or to be run.
+enum Triage {
+    Done(Outcome),
+    Run(Work, Vec<String>),
+}
+
+/// Assesses one stage whose upstream is done, and restores it from the run cache if it can.
+fn triage(
     env: &Env<'_>,
-    progress: &Progress,
     i: usize,
     committed: &HashMap<String, LockEntry>,
     forced: Option<&str>,
-) -> Outcome {
+) -> Triage {
     let project = env.project;
     let name = &project.pipeline().stages[i].name;
-    match env.assess(i, committed, &[], forced) {
+    let outcome = match env.assess(i, committed, &[], forced) {
         Assessment::Fresh(entry) => Outcome::Fresh(entry),
         Assessment::Blocked(message) => Outcome::Failed(message, Vec::new()),
         Assessment::Restorable {
@@ -397,20 +419,15 @@ fn work(
             }
         }
         Assessment::Stale {
+            work: Some(work),
+            reasons,
+        } => return Triage::Run(work, reasons),
+        Assessment::Stale {
             work: None,
             reasons,
         } => Outcome::Failed("internal: upstream not finished".into(), reasons),
-        Assessment::Stale {
-            work: Some(work),
-            reasons,
-        } => {
-            progress.line(&format!("running {name}: {}", reasons.join("; ")));
-            match run_stage(env, progress, i, work) {
-                Ok(entry) => Outcome::Ran(entry, reasons),
-                Err(message) => Outcome::Failed(message, reasons),
-            }
-        }
-    }
+    };
+    Triage::Done(outcome)
 }
 
 fn entry_for(

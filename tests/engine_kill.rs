@@ -89,7 +89,7 @@ impl Lcg {
     }
 }
 
-pub fn kill_loop(iterations: usize) {
+fn kill_loop(iterations: usize) {
     let p = TestProject::new(PIPELINE);
     let mut rng = Lcg(iterations as u64);
     let mut seeds = Vec::new();
@@ -123,4 +123,11 @@ pub fn kill_loop(iterations: usize) {
 #[test]
 fn kill_9_twenty_times_then_run_finishes_correctly() {
     kill_loop(20);
+}
+
+/// The long version, run by benches/engine/kill-loop.sh.
+#[test]
+#[ignore = "slow: run by benches/engine/kill-loop.sh"]
+fn kill_9_a_hundred_times() {
+    kill_loop(100);
 }
