@@ -90,9 +90,12 @@ impl Dag {
     /// upstream stages names the others.
     pub fn to_text(&self, kinds: &[String]) -> String {
         let mut out = String::new();
+        // Depth = longest path from a source; parents come first in `order`.
+        let mut depths = vec![0usize; self.order.len()];
         for &i in &self.order {
             let parents = self.parents(i);
-            let depth = self.depth(i);
+            let depth = parents.iter().map(|&p| depths[p] + 1).max().unwrap_or(0);
+            depths[i] = depth;
             let extra = if parents.len() > 1 {
                 let names: Vec<&str> = parents.iter().map(|&p| self.name(p)).collect();
                 format!("  ← {}", names.join(", "))
@@ -107,14 +110,6 @@ impl Dag {
             out.push_str(&format!("{branch}{} ({}){extra}\n", self.name(i), kinds[i]));
         }
         out
-    }
-
-    fn depth(&self, i: usize) -> usize {
-        self.parents(i)
-            .iter()
-            .map(|&p| self.depth(p) + 1)
-            .max()
-            .unwrap_or(0)
     }
 
     pub fn to_dot(&self, kinds: &[String]) -> String {

@@ -222,7 +222,7 @@ enum Slot {
     Broken,
 }
 
-/// What a worker thread hands back.
+/// How a stage ended in this run.
 enum Outcome {
     Fresh(LockEntry),
     Restored(LockEntry, Vec<String>),
