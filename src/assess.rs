@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use tigerflow_stage::Registry;
 
 use crate::config::InputRef;
-use crate::fingerprint::{HashedInput, Ingredients};
+use crate::fingerprint::{HashedInput, Ingredients, listed_files};
 use crate::lock::LockEntry;
 use crate::project::Project;
-use crate::statcache::StatCache;
+use crate::statcache::{StatCache, Tree};
 
 /// What the engine needs to judge stages.
 pub struct Env<'a> {
@@ -134,8 +134,8 @@ impl Env<'_> {
         let mut inputs = BTreeMap::new();
         let mut hashed = BTreeMap::new();
         for (slot, input) in &decl.inputs {
-            let (path, known_hash) = match input {
-                InputRef::Path(p) => (root.join(p), None),
+            let path = match input {
+                InputRef::Path(p) => root.join(p),
                 InputRef::Stage { stage: up, sub } => {
                     let entry = committed.get(up).filter(|e| root.join(&e.output).is_dir()).ok_or_else(|| {
                         format!(
@@ -145,40 +145,46 @@ impl Env<'_> {
                     })?;
                     let dir = root.join(&entry.output);
                     match sub {
-                        Some(sub) => (dir.join(sub), None),
-                        None => (dir, Some(entry.output_hash.clone())),
+                        Some(sub) => dir.join(sub),
+                        None => {
+                            // The lock already has the hashes of a committed output.
+                            let known = HashedInput {
+                                source: input.to_string(),
+                                hash: entry.output_hash.clone(),
+                                files: entry.output_files.clone(),
+                            };
+                            hashed.insert(slot.clone(), known);
+                            inputs.insert(slot.clone(), dir);
+                            continue;
+                        }
                     }
                 }
             };
-            let hash = match known_hash {
-                Some(h) => h,
-                None => self.hash(&path).map_err(|e| {
-                    format!(
-                        "input `{slot}` = \"{input}\" of stage `{}`: {e}; fix the path under `inputs` in {}",
-                        decl.name,
-                        self.project.file().display()
-                    )
-                })?,
+            let tree = self.hash_tree(&path).map_err(|e| {
+                format!(
+                    "input `{slot}` = \"{input}\" of stage `{}`: {e}; fix the path under `inputs` in {}",
+                    decl.name,
+                    self.project.file().display()
+                )
+            })?;
+            let input_hash = HashedInput {
+                source: input.to_string(),
+                hash: tree.hash.to_hex().to_string(),
+                files: listed_files(&tree),
             };
-            hashed.insert(
-                slot.clone(),
-                HashedInput {
-                    source: input.to_string(),
-                    hash,
-                },
-            );
+            hashed.insert(slot.clone(), input_hash);
             inputs.insert(slot.clone(), path);
         }
         let mut deps = BTreeMap::new();
         for dep in stage.extra_dependencies(&decl.params) {
-            let hash = self.hash(&root.join(&dep)).map_err(|e| {
+            let tree = self.hash_tree(&root.join(&dep)).map_err(|e| {
                 format!(
                     "dependency {} of stage `{}`: {e}; fix the parameter that names it",
                     dep.display(),
                     decl.name
                 )
             })?;
-            deps.insert(dep.display().to_string(), hash);
+            deps.insert(dep.display().to_string(), tree.hash.to_hex().to_string());
         }
         let ingredients = Ingredients {
             kind: decl.kind.clone(),
@@ -193,13 +199,10 @@ impl Env<'_> {
         })
     }
 
-    fn hash(&self, path: &std::path::Path) -> Result<String, String> {
+    fn hash_tree(&self, path: &std::path::Path) -> Result<Tree, String> {
         if !path.exists() {
             return Err(format!("{} does not exist", self.project.relative(path)));
         }
-        self.statcache
-            .hash(path)
-            .map(|h| h.to_hex().to_string())
-            .map_err(|e| e.to_string())
+        self.statcache.hash_tree(path).map_err(|e| e.to_string())
     }
 }

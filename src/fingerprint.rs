@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::statcache::Tree;
+
 /// Everything that goes into a fingerprint. Input *contents* count, not where they live, so
 /// an upstream stage that re-runs and produces the same bytes does not invalidate this one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +25,48 @@ pub struct HashedInput {
     /// As written in pipeline.toml (`data/x.json`, `@chunk`).
     pub source: String,
     pub hash: String,
+    /// For a directory of at most [`MAX_LISTED_FILES`] files: each file's hash, so that a
+    /// change can name the file. Not part of the fingerprint (`hash` covers it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+}
+
+/// Directories with more files are recorded by their hash alone, to keep the lock readable.
+pub const MAX_LISTED_FILES: usize = 64;
+
+/// The per-file hashes of a directory worth recording (none for a file or a big directory).
+pub fn listed_files(tree: &Tree) -> BTreeMap<String, String> {
+    if tree.files.len() > MAX_LISTED_FILES {
+        return BTreeMap::new();
+    }
+    tree.files
+        .iter()
+        .map(|(path, hash)| (path.clone(), hash.to_hex().to_string()))
+        .collect()
+}
+
+/// "a.txt changed, b.txt added" for two file listings, at most a few names.
+fn file_changes(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> String {
+    const SHOWN: usize = 3;
+    let mut changes: Vec<String> = new
+        .iter()
+        .filter_map(|(path, hash)| match old.get(path) {
+            None => Some(format!("{path} added")),
+            Some(o) if o != hash => Some(format!("{path} changed")),
+            Some(_) => None,
+        })
+        .chain(
+            old.keys()
+                .filter(|p| !new.contains_key(*p))
+                .map(|p| format!("{p} removed")),
+        )
+        .collect();
+    if changes.len() > SHOWN {
+        let more = changes.len() - SHOWN;
+        changes.truncate(SHOWN);
+        changes.push(format!("{more} more"));
+    }
+    changes.join(", ")
 }
 
 impl Ingredients {
@@ -57,7 +101,12 @@ impl Ingredients {
             match old.inputs.get(slot) {
                 None => why.push(format!("input `{slot}` ({}) added", new.source)),
                 Some(o) if o.hash != new.hash => {
-                    why.push(format!("input `{slot}` ({}) changed", new.source))
+                    let detail = if o.files.is_empty() || new.files.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", file_changes(&o.files, &new.files))
+                    };
+                    why.push(format!("input `{slot}` ({}) changed{detail}", new.source));
                 }
                 Some(_) => {}
             }
@@ -154,6 +203,7 @@ mod tests {
                 HashedInput {
                     source: "data/x".into(),
                     hash: input_hash.into(),
+                    files: BTreeMap::new(),
                 },
             )]),
             deps: BTreeMap::new(),
@@ -182,6 +232,24 @@ mod tests {
                 "parameter `lora.rank` changed (8 → 16)",
                 "input `data` (data/x) changed"
             ]
+        );
+    }
+
+    #[test]
+    fn directory_changes_name_the_files() {
+        let listing = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(p, h)| (p.to_string(), h.to_string()))
+                .collect()
+        };
+        let mut old = ingredients(json!({}), "h1");
+        let mut new = ingredients(json!({}), "h2");
+        old.inputs.get_mut("data").unwrap().files = listing(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        new.inputs.get_mut("data").unwrap().files = listing(&[("a", "1"), ("b", "2"), ("d", "1")]);
+        assert_eq!(
+            new.changes_since(&old),
+            ["input `data` (data/x) changed: b changed, d added, c removed"]
         );
     }
 }

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fingerprint::{HashedInput, Ingredients};
+use crate::fingerprint::{HashedInput, Ingredients, listed_files};
+use crate::statcache::Tree;
 
 const HEADER: &str = "# Written by tigerflow after every stage that commits: what ran, with which\n\
 # fingerprint, and where its output is. Do not edit.\n\n";
@@ -28,6 +29,9 @@ pub struct LockEntry {
     pub output: String,
     /// Content hash of the output directory.
     pub output_hash: String,
+    /// Hash of each output file (directories of up to 64 files), to name what changed downstream.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_files: BTreeMap<String, String>,
     /// When the run that produced the output started (UTC, RFC 3339).
     pub started: String,
     pub duration_s: f64,
@@ -61,7 +65,7 @@ impl LockEntry {
     pub fn new(
         ingredients: &Ingredients,
         output: String,
-        output_hash: String,
+        tree: &Tree,
         started: String,
         duration_s: f64,
     ) -> Self {
@@ -70,7 +74,8 @@ impl LockEntry {
             code_version: ingredients.code_version,
             fingerprint: ingredients.fingerprint(),
             output,
-            output_hash,
+            output_hash: tree.hash.to_hex().to_string(),
+            output_files: listed_files(tree),
             started,
             duration_s: (duration_s * 1000.0).round() / 1000.0,
             params: ingredients.params.to_string(),
@@ -207,7 +212,10 @@ mod tests {
                 LockEntry::new(
                     &ing,
                     format!("artifacts/{name}/x"),
-                    "h".into(),
+                    &Tree {
+                        hash: blake3::hash(b"out"),
+                        files: vec![("f".into(), blake3::hash(b"f"))],
+                    },
                     "t".into(),
                     0.5,
                 ),

@@ -137,11 +137,11 @@ pub fn plan(project: &Project, registry: &Registry, chosen: &Chosen) -> Vec<Stag
             } => {
                 let name = &project.pipeline().stages[i].name;
                 let dir = project.store().output_dir(name, &ingredients.fingerprint());
-                if let Ok(hash) = statcache.hash(&dir) {
+                if let Ok(tree) = statcache.hash_tree(&dir) {
                     let entry = LockEntry::new(
                         &ingredients,
                         project.relative(&dir),
-                        hash.to_hex().to_string(),
+                        &tree,
                         String::new(),
                         0.0,
                     );
@@ -437,11 +437,11 @@ fn entry_for(
     started: SystemTime,
     duration_s: f64,
 ) -> Result<LockEntry, String> {
-    let hash = env.statcache.hash(dir).map_err(|e| e.to_string())?;
+    let tree = env.statcache.hash_tree(dir).map_err(|e| e.to_string())?;
     Ok(LockEntry::new(
         ingredients,
         env.project.relative(dir),
-        hash.to_hex().to_string(),
+        &tree,
         rfc3339(started),
         duration_s,
     ))

@@ -29,6 +29,14 @@ pub struct HashError {
     pub source: std::io::Error,
 }
 
+/// The hash of a file or directory, and for a directory the hash of each file in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tree {
+    pub hash: blake3::Hash,
+    /// Relative path → hash, sorted by path; empty for a plain file.
+    pub files: Vec<(String, blake3::Hash)>,
+}
+
 /// Thread-safe; shared by stages hashing in parallel.
 #[derive(Debug, Default)]
 pub struct StatCache {
@@ -66,6 +74,11 @@ impl StatCache {
     /// The content hash of a file, or of a directory tree (relative paths and file hashes,
     /// sorted). Symbolic links are followed.
     pub fn hash(&self, path: &Path) -> Result<blake3::Hash, HashError> {
+        self.hash_tree(path).map(|tree| tree.hash)
+    }
+
+    /// Like [`StatCache::hash`], with the hash of every file of a directory.
+    pub fn hash_tree(&self, path: &Path) -> Result<Tree, HashError> {
         let err = |source| HashError {
             path: path.to_path_buf(),
             source,
@@ -74,10 +87,17 @@ impl StatCache {
         if meta.is_dir() {
             let mut hasher = blake3::Hasher::new();
             hasher.update(b"dir\0");
-            self.hash_dir(path, Path::new(""), &mut hasher)?;
-            Ok(hasher.finalize())
+            let mut files = Vec::new();
+            self.hash_dir(path, Path::new(""), &mut hasher, &mut files)?;
+            Ok(Tree {
+                hash: hasher.finalize(),
+                files,
+            })
         } else {
-            self.hash_file(path, &meta)
+            Ok(Tree {
+                hash: self.hash_file(path, &meta)?,
+                files: Vec::new(),
+            })
         }
     }
 
@@ -86,6 +106,7 @@ impl StatCache {
         dir: &Path,
         relative: &Path,
         hasher: &mut blake3::Hasher,
+        files: &mut Vec<(String, blake3::Hash)>,
     ) -> Result<(), HashError> {
         let err = |source| HashError {
             path: dir.to_path_buf(),
@@ -104,14 +125,17 @@ impl StatCache {
                 path: path.clone(),
                 source,
             })?;
-            hasher.update(rel.to_string_lossy().as_bytes());
+            let rel_text = rel.to_string_lossy();
+            hasher.update(rel_text.as_bytes());
             if meta.is_dir() {
                 hasher.update(b"/\n");
-                self.hash_dir(&path, &rel, hasher)?;
+                self.hash_dir(&path, &rel, hasher, files)?;
             } else {
+                let hash = self.hash_file(&path, &meta)?;
                 hasher.update(b"\0");
-                hasher.update(self.hash_file(&path, &meta)?.as_bytes());
+                hasher.update(hash.as_bytes());
                 hasher.update(b"\n");
+                files.push((rel_text.into_owned(), hash));
             }
         }
         Ok(())

@@ -29,6 +29,29 @@ fn editing_an_input_reruns_exactly_its_downstream() {
 }
 
 #[test]
+fn a_changed_file_inside_a_directory_input_is_named() {
+    let p = TestProject::new(
+        "[stages.s]\nuses = \"cmd\"\ninputs = { dir = \"data\" }\ncmd = \"cat $TF_IN_DIR/* > $TF_OUT/all\"\nouts = [\"all\"]\n\n[stages.t]\nuses = \"cmd\"\ninputs = { s = \"@s\" }\ncmd = \"cp $TF_IN_S/all $TF_OUT/\"\nouts = [\"all\"]\n",
+    );
+    p.write("data/a.txt", "1");
+    p.write("data/b.txt", "1");
+    p.ran(&[]);
+    p.write("data/b.txt", "2");
+    p.write("data/c.txt", "3");
+    let status = p.ok(&["status"]);
+    assert!(
+        status.contains("s  stale: input `dir` (data) changed: b.txt changed, c.txt added"),
+        "{status}"
+    );
+    assert_eq!(p.ran(&["--to", "s"]), ["s"]);
+    let status = p.ok(&["status"]);
+    assert!(
+        status.contains("t  stale: input `s` (@s) changed: all changed"),
+        "{status}"
+    );
+}
+
+#[test]
 fn an_unchanged_output_stops_propagation() {
     let p = chain();
     p.ran(&[]);
