@@ -51,7 +51,7 @@ impl Project {
             overrides,
         )?;
         let dag = Dag::new(&pipeline).expect("parse_with rejects cycles");
-        let lock = LockFile::load(&root.join("pipeline.lock"))?;
+        let lock = LockFile::load(&root.join(lock_name(pipeline_file)))?;
         Ok(Project {
             file: pipeline_file.to_path_buf(),
             root,
@@ -132,8 +132,9 @@ impl Project {
             .collect()
     }
 
-    pub(crate) fn lock_path(&self) -> PathBuf {
-        self.root.join("pipeline.lock")
+    /// `pipeline.lock` for `pipeline.toml`; `NAME.lock` for another `NAME.toml`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join(lock_name(&self.file))
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -151,7 +152,9 @@ impl Project {
         notify: impl FnOnce(&str),
     ) -> Result<RunLock, Error> {
         Ok(RunLock::acquire(
-            &self.state_dir().join("run.lock"),
+            &self
+                .state_dir()
+                .join(format!("{}.run", lock_name(&self.file))),
             no_wait,
             notify,
         )?)
@@ -169,4 +172,13 @@ impl Project {
             .display()
             .to_string()
     }
+}
+
+/// The lock file's name for a pipeline file: its stem with `.lock`.
+fn lock_name(pipeline_file: &Path) -> String {
+    let stem = pipeline_file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pipeline".into());
+    format!("{stem}.lock")
 }

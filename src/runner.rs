@@ -192,6 +192,7 @@ pub fn run(
     project.set_lock(LockFile::load(&project.lock_path())?);
     let project = &*project;
     project.store().sweep_crashed();
+    crate::fsutil::sweep_temp_files(&project.lock_path());
     let statcache = StatCache::load(&project.statcache_path());
     let env = Env {
         project,
