@@ -384,7 +384,7 @@ impl<'a> Checker<'a> {
                 }
                 format!(
                     "unknown key `{field}` in stage `{stage}` (uses = \"{kind}\"){}",
-                    suggest::hint(&field, expected.iter().map(String::as_str))
+                    suggest::hint(&field, expected.iter().map(String::as_str).chain(RESERVED))
                 )
             }
             None if path.is_empty() => {

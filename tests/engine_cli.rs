@@ -15,6 +15,12 @@ fn error_of(pipeline: &str) -> String {
 fn unknown_keys_and_kinds_show_line_column_and_a_suggestion() {
     let err = error_of("[stages.s]\nuses = \"cmd\"\ncmnd = \"true\"\n");
     assert!(err.contains("pipeline.toml:3:1: unknown key `cmnd` in stage `s` (uses = \"cmd\"); did you mean `cmd`?"), "{err}");
+    let err = error_of("[stages.s]\nuses = \"cmd\"\ncmd = \"true\"\ninput = { a = \"b\" }\n");
+    assert!(
+        err.contains("pipeline.toml:4:1: unknown key `input`")
+            && err.contains("did you mean `inputs`?"),
+        "{err}"
+    );
     let err = error_of("[stages.s]\nuses = \"cdm\"\n");
     assert!(
         err.contains(
