@@ -112,7 +112,9 @@ pub fn main(registry: Registry) -> i32 {
     match dispatch(&cli, &pipeline_file, &registry) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", Redactor::from_env().redact(&e.to_string()));
+            for line in Redactor::from_env().redact(&e.to_string()).lines() {
+                eprintln!("error: {line}");
+            }
             e.exit_code()
         }
     }
