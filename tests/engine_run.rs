@@ -127,7 +127,7 @@ fn only_needs_committed_inputs() {
 fn independent_stages_overlap_in_time() {
     let stage = |name: &str| {
         format!(
-            "[stages.{name}]\nuses = \"cmd\"\ncmd = \"date +%s%N > $TF_OUT/start; sleep 0.6; date +%s%N > $TF_OUT/end\"\nouts = [\"start\", \"end\"]\n"
+            "[stages.{name}]\nuses = \"cmd\"\ncmd = \"date +%s%N > $TF_OUT/start; sleep 1; date +%s%N > $TF_OUT/end\"\nouts = [\"start\", \"end\"]\n"
         )
     };
     let p = TestProject::new(&format!("{}\n{}", stage("x"), stage("y")));
