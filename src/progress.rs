@@ -15,7 +15,8 @@ use crate::secrets::Redactor;
 /// In plain mode, status messages are printed at most this often per stage.
 const PLAIN_MESSAGE_EVERY: Duration = Duration::from_secs(5);
 
-/// The run's output channel on stderr.
+/// The run's output channel on stderr. Clones share the same bars.
+#[derive(Clone)]
 pub struct Progress {
     multi: Option<MultiProgress>,
     redactor: Redactor,

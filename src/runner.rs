@@ -193,7 +193,11 @@ pub fn run(
     let project = &*project;
     project.store().sweep_crashed();
     crate::fsutil::sweep_temp_files(&project.lock_path());
-    let statcache = StatCache::load(&project.statcache_path());
+    let (root, notices) = (project.root().to_path_buf(), progress.clone());
+    let statcache = StatCache::load(&project.statcache_path()).with_notice(move |path, size| {
+        let path = path.strip_prefix(&root).unwrap_or(path).display();
+        notices.line(&format!("hashing {path} ({:.0} MB)", size as f64 / 1e6));
+    });
     let env = Env {
         project,
         registry,

@@ -37,11 +37,18 @@ pub struct Tree {
     pub files: Vec<(String, blake3::Hash)>,
 }
 
+/// Files at least this large are announced before they are read: hashing them takes a while.
+const LARGE_FILE: u64 = 64 << 20;
+
+/// Told the path and size of a large file about to be hashed.
+type Notice = Box<dyn Fn(&Path, u64) + Send + Sync>;
+
 /// Thread-safe; shared by stages hashing in parallel.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StatCache {
     entries: Mutex<HashMap<PathBuf, Entry>>,
     dirty: Mutex<bool>,
+    notice: Option<Notice>,
 }
 
 impl StatCache {
@@ -56,7 +63,14 @@ impl StatCache {
         StatCache {
             entries: Mutex::new(entries),
             dirty: Mutex::new(false),
+            notice: None,
         }
+    }
+
+    /// Calls `notice` before reading a large file that is not in the cache.
+    pub fn with_notice(mut self, notice: impl Fn(&Path, u64) + Send + Sync + 'static) -> Self {
+        self.notice = Some(Box::new(notice));
+        self
     }
 
     /// Writes the cache atomically if anything changed; entries for files that no longer
@@ -153,6 +167,11 @@ impl StatCache {
             && (entry.size, entry.mtime_ns, entry.inode) == key
         {
             return Ok(blake3::Hash::from_bytes(entry.hash));
+        }
+        if let Some(notice) = &self.notice
+            && key.0 >= LARGE_FILE
+        {
+            notice(path, key.0);
         }
         let hash = hash_contents(path).map_err(|source| HashError {
             path: path.to_path_buf(),
