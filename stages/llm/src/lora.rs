@@ -11,7 +11,13 @@ use burn::tensor::{Distribution, Tensor, TensorData};
 
 /// The Llama projections PEFT calls "all linear" (`lora_target_linear = true`), in HF order.
 pub const ALL_LINEAR: [&str; 7] = [
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
 ];
 
 /// What every adapter of a model shares.

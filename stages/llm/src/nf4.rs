@@ -36,7 +36,9 @@ pub const NESTED_BLOCKSIZE: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Nf4Error {
-    #[error("NF4 block size {0} is not supported: use a power of two from 32 to 4096 (bitsandbytes' range)")]
+    #[error(
+        "NF4 block size {0} is not supported: use a power of two from 32 to 4096 (bitsandbytes' range)"
+    )]
     BlockSize(usize),
     #[error("NF4 needs {expected} values for shape {shape:?}, got {got}")]
     Length {
@@ -172,7 +174,8 @@ impl DoubleQuant {
     fn quantize(absmax: &[f32]) -> Self {
         // torch's `absmax.mean()` sums in f32 with pairwise-style reduction; a f64 sum rounded
         // once to f32 agrees with it on the sizes of real models (checked by the fixtures).
-        let offset = (absmax.iter().map(|&a| f64::from(a)).sum::<f64>() / absmax.len() as f64) as f32;
+        let offset =
+            (absmax.iter().map(|&a| f64::from(a)).sum::<f64>() / absmax.len() as f64) as f32;
         let centred: Vec<f32> = absmax.iter().map(|a| a - offset).collect();
         let (codes, nested_absmax) = quantize_blockwise(&centred, NESTED_BLOCKSIZE, &dynamic_map());
         DoubleQuant {
@@ -303,7 +306,10 @@ impl<B: Backend> Nf4Weight<B> {
             shape: nf4.shape,
             blocksize: nf4.blocksize,
             words: Tensor::from_data(TensorData::new(words, [n_words]), device),
-            absmax: Tensor::from_data(TensorData::new(nf4.block_absmax(), [nf4.block_absmax().len()]), device),
+            absmax: Tensor::from_data(
+                TensorData::new(nf4.block_absmax(), [nf4.block_absmax().len()]),
+                device,
+            ),
             code: Tensor::from_data(TensorData::new(NF4_CODE.to_vec(), [16]), device),
         }
     }
@@ -329,16 +335,20 @@ impl<B: Backend> Nf4Weight<B> {
             .bitwise_right_shift(shifts)
             .bitwise_and_scalar(0x0f.elem())
             .reshape([n_words * 8])
-            .slice([0..n]);
+            .narrow(0, 0, n);
         let values = self.code.clone().select(0, nibbles);
         let blocks = n.div_ceil(self.blocksize);
         let padded = blocks * self.blocksize;
         let values = if padded == n {
             values
         } else {
-            Tensor::cat(vec![values, Tensor::zeros([padded - n], &self.code.device())], 0)
+            Tensor::cat(
+                vec![values, Tensor::zeros([padded - n], &self.code.device())],
+                0,
+            )
         };
-        let scaled = values.reshape([blocks, self.blocksize]) * self.absmax.clone().reshape([blocks, 1]);
-        scaled.reshape([padded]).slice([0..n]).reshape(self.shape)
+        let scaled =
+            values.reshape([blocks, self.blocksize]) * self.absmax.clone().reshape([blocks, 1]);
+        scaled.reshape([padded]).narrow(0, 0, n).reshape(self.shape)
     }
 }

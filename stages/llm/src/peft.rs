@@ -23,7 +23,9 @@ pub enum PeftError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {message}; fix: point at a directory written by PEFT `save_pretrained` or tigerflow's train stage")]
+    #[error(
+        "{path}: {message}; fix: point at a directory written by PEFT `save_pretrained` or tigerflow's train stage"
+    )]
     Format { path: String, message: String },
 }
 
@@ -101,7 +103,13 @@ impl Default for AdapterConfig {
 
 impl AdapterConfig {
     /// A causal-LM LoRA config as PEFT writes it for inference.
-    pub fn lora(base_model: &str, r: usize, alpha: f64, dropout: f64, target_modules: &[String]) -> Self {
+    pub fn lora(
+        base_model: &str,
+        r: usize,
+        alpha: f64,
+        dropout: f64,
+        target_modules: &[String],
+    ) -> Self {
         AdapterConfig {
             base_model_name_or_path: Some(base_model.to_owned()),
             lora_alpha: alpha,
@@ -150,8 +158,16 @@ impl PeftAdapter {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut buffers = Vec::new();
         for (module, t) in &self.modules {
-            buffers.push((key(module, "lora_A"), vec![t.r, t.in_features], le_bytes(&t.a)));
-            buffers.push((key(module, "lora_B"), vec![t.out_features, t.r], le_bytes(&t.b)));
+            buffers.push((
+                key(module, "lora_A"),
+                vec![t.r, t.in_features],
+                le_bytes(&t.a),
+            ));
+            buffers.push((
+                key(module, "lora_B"),
+                vec![t.out_features, t.r],
+                le_bytes(&t.b),
+            ));
         }
         let views = buffers
             .iter()
@@ -164,11 +180,16 @@ impl PeftAdapter {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let metadata = Some(std::collections::HashMap::from([("format".to_owned(), "pt".to_owned())]));
+        let metadata = Some(std::collections::HashMap::from([(
+            "format".to_owned(),
+            "pt".to_owned(),
+        )]));
         let weights = dir.join(ADAPTER_WEIGHTS);
-        safetensors::serialize_to_file(views, metadata, &weights).map_err(|e| PeftError::Format {
-            path: weights.display().to_string(),
-            message: e.to_string(),
+        safetensors::serialize_to_file(views, metadata, &weights).map_err(|e| {
+            PeftError::Format {
+                path: weights.display().to_string(),
+                message: e.to_string(),
+            }
         })?;
         let config = dir.join(ADAPTER_CONFIG);
         let json = serde_json::to_string_pretty(&self.config).expect("adapter config serializes");
@@ -186,20 +207,34 @@ impl PeftAdapter {
             path: config_path.display().to_string(),
             source,
         })?;
-        let config: AdapterConfig = serde_json::from_str(&text)
-            .map_err(|e| format(&config_path, format!("line {}:{}: {e}", e.line(), e.column())))?;
+        let config: AdapterConfig = serde_json::from_str(&text).map_err(|e| {
+            format(
+                &config_path,
+                format!("line {}:{}: {e}", e.line(), e.column()),
+            )
+        })?;
         if config.peft_type != "LORA" {
-            return Err(format(&config_path, format!("peft_type is {:?}, only LORA is supported", config.peft_type)));
+            return Err(format(
+                &config_path,
+                format!(
+                    "peft_type is {:?}, only LORA is supported",
+                    config.peft_type
+                ),
+            ));
         }
         if config.use_dora || config.use_rslora || config.lora_bias || config.bias != "none" {
-            return Err(format(&config_path, "DoRA, rsLoRA and bias-training adapters are not supported".into()));
+            return Err(format(
+                &config_path,
+                "DoRA, rsLoRA and bias-training adapters are not supported".into(),
+            ));
         }
         let weights_path = dir.join(ADAPTER_WEIGHTS);
         let bytes = std::fs::read(&weights_path).map_err(|source| PeftError::Io {
             path: weights_path.display().to_string(),
             source,
         })?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| format(&weights_path, e.to_string()))?;
+        let st =
+            SafeTensors::deserialize(&bytes).map_err(|e| format(&weights_path, e.to_string()))?;
         let mut a_parts = BTreeMap::new();
         let mut b_parts = BTreeMap::new();
         for (name, view) in st.tensors() {
@@ -207,28 +242,38 @@ impl PeftAdapter {
                 .strip_prefix("base_model.model.")
                 .and_then(|rest| rest.strip_suffix(".weight"))
                 .ok_or_else(|| format(&weights_path, format!("unexpected tensor {name}")))?;
-            let values = to_f32(&view).map_err(|m| format(&weights_path, format!("tensor {name}: {m}")))?;
+            let values =
+                to_f32(&view).map_err(|m| format(&weights_path, format!("tensor {name}: {m}")))?;
             let shape = view.shape().to_vec();
             if shape.len() != 2 {
-                return Err(format(&weights_path, format!("tensor {name} has shape {shape:?}, expected 2-D")));
+                return Err(format(
+                    &weights_path,
+                    format!("tensor {name} has shape {shape:?}, expected 2-D"),
+                ));
             }
             if let Some(m) = module.strip_suffix(".lora_A") {
                 a_parts.insert(m.to_owned(), (values, shape));
             } else if let Some(m) = module.strip_suffix(".lora_B") {
                 b_parts.insert(m.to_owned(), (values, shape));
             } else {
-                return Err(format(&weights_path, format!("tensor {name} is neither lora_A nor lora_B")));
+                return Err(format(
+                    &weights_path,
+                    format!("tensor {name} is neither lora_A nor lora_B"),
+                ));
             }
         }
         let mut modules = BTreeMap::new();
         for (module, (a, a_shape)) in a_parts {
-            let (b, b_shape) = b_parts
-                .remove(&module)
-                .ok_or_else(|| format(&weights_path, format!("{module} has lora_A but no lora_B")))?;
+            let (b, b_shape) = b_parts.remove(&module).ok_or_else(|| {
+                format(&weights_path, format!("{module} has lora_A but no lora_B"))
+            })?;
             if a_shape[0] != b_shape[1] || a_shape[0] != config.r {
                 return Err(format(
                     &weights_path,
-                    format!("{module}: lora_A {a_shape:?} and lora_B {b_shape:?} disagree with r = {}", config.r),
+                    format!(
+                        "{module}: lora_A {a_shape:?} and lora_B {b_shape:?} disagree with r = {}",
+                        config.r
+                    ),
                 ));
             }
             modules.insert(
@@ -243,7 +288,10 @@ impl PeftAdapter {
             );
         }
         if let Some(module) = b_parts.keys().next() {
-            return Err(format(&weights_path, format!("{module} has lora_B but no lora_A")));
+            return Err(format(
+                &weights_path,
+                format!("{module} has lora_B but no lora_A"),
+            ));
         }
         Ok(PeftAdapter { config, modules })
     }
@@ -252,7 +300,10 @@ impl PeftAdapter {
 fn to_f32(view: &TensorView<'_>) -> Result<Vec<f32>, String> {
     let data = view.data();
     match view.dtype() {
-        Dtype::F32 => Ok(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+        Dtype::F32 => Ok(data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()),
         Dtype::BF16 => Ok(data
             .chunks_exact(2)
             .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
