@@ -1,6 +1,13 @@
-//! The `eval` stage.
+//! The `eval` stage: base vs fine-tuned test loss, generations, and an HTML report.
+
+pub mod generate;
+pub mod params;
+pub mod report;
+pub mod stage;
 
 use tigerflow_stage::Registry;
 
 /// Adds this crate's stage kinds to the registry.
-pub fn register(_registry: &mut Registry) {}
+pub fn register(registry: &mut Registry) {
+    registry.add(stage::EvalStage);
+}
