@@ -105,3 +105,46 @@ fn one_by_four_accumulation_equals_four_by_one() {
     let mb4_ga1 = accumulate(&model, &targets, &[collate(&rows, 0)], 0, false, &device);
     assert_same(&mb1_ga4, &mb4_ga1, "mb=1×ga=4 vs mb=4×ga=1");
 }
+
+#[test]
+fn a_non_finite_loss_stops_the_run_with_a_clear_error() {
+    use burn::module::Param;
+    use burn::tensor::Tensor;
+    use tigerflow_llm::peft::AdapterConfig;
+    use tigerflow_train::plan::Plan;
+    use tigerflow_train::trainer::{Observer, TrainError, train};
+
+    struct Quiet;
+    impl Observer for Quiet {
+        fn started(&mut self, _: usize, _: usize) {}
+        fn step_done(&mut self, _: &tigerflow_train::metrics::MetricsLine, _: usize) {}
+        fn log(&mut self, _: &str) {}
+    }
+
+    let device = Default::default();
+    let mut model = tiny_model(false);
+    let dims = model.embed_tokens.val().dims();
+    model.embed_tokens =
+        Param::from_tensor(Tensor::full(dims, f32::NAN, &device)).set_require_grad(false);
+    let s = settings(0.0);
+    let plan = Plan::new(pack(&samples(4, 2), 32, true).rows, 2, 1, 1, Some(2), 1, 0);
+    let config = AdapterConfig::lora("tiny", 4, 8.0, 0.0, &s.targets);
+    let out = tempfile::tempdir().unwrap();
+    let err = train(
+        &mut model,
+        &plan,
+        &[],
+        &s,
+        &config,
+        out.path(),
+        &device,
+        &mut Quiet,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, TrainError::NonFinite { step: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("lower learning_rate"), "{err}");
+}
