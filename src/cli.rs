@@ -53,6 +53,7 @@ enum Command {
     /// Prints the committed output directory of a stage.
     Path { stage: String },
     /// Continues a chat with the base model and the latest trained adapter.
+    #[cfg(feature = "ml-stages")]
     Generate(crate::generate::GenerateArgs),
 }
 
@@ -106,6 +107,7 @@ pub fn main(registry: Registry) -> i32 {
         (None, Some(file)) => file.clone(),
         (None, None) => PathBuf::from("pipeline.toml"),
     };
+    #[cfg(feature = "ml-stages")]
     if let Command::Generate(args) = &cli.command {
         return crate::generate::run(args, &pipeline_file, &registry);
     }
@@ -169,6 +171,7 @@ fn dispatch(cli: &Cli, pipeline_file: &std::path::Path, registry: &Registry) -> 
             }
             Ok(0)
         }
+        #[cfg(feature = "ml-stages")]
         Command::Generate(_) => unreachable!("handled before the project is opened"),
     }
 }

@@ -2,16 +2,24 @@
 //! generation front end for `tigerflow generate`.
 
 mod cli;
+#[cfg(feature = "ml-stages")]
 mod generate;
 
 fn main() {
     let mut registry = tigerflow_stage::Registry::new();
     tigerflow_cmd::register(&mut registry);
-    tigerflow_telegram::register(&mut registry);
-    tigerflow_chunk::register(&mut registry);
-    tigerflow_split::register(&mut registry);
+    #[cfg(feature = "data-stages")]
+    {
+        tigerflow_telegram::register(&mut registry);
+        tigerflow_chunk::register(&mut registry);
+        tigerflow_split::register(&mut registry);
+    }
+    #[cfg(feature = "publish-stages")]
     tigerflow_publish::register(&mut registry);
-    tigerflow_train::register(&mut registry);
-    tigerflow_eval::register(&mut registry);
+    #[cfg(feature = "ml-stages")]
+    {
+        tigerflow_train::register(&mut registry);
+        tigerflow_eval::register(&mut registry);
+    }
     std::process::exit(cli::main(registry));
 }
