@@ -1,0 +1,297 @@
+//! The Llama decoder as transformers computes it: RMSNorm, rotate-half RoPE with per-token
+//! position ids, grouped-query attention, SwiGLU MLP and optionally tied embeddings. Module and
+//! field names follow the Hugging Face checkpoint (`model.layers.{i}.self_attn.q_proj`, ...), so
+//! every weight and adapter maps 1:1 to its transformers / PEFT tensor.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::silu;
+use burn::tensor::module::{attention, embedding};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+
+use crate::config::LlamaConfig;
+use crate::linear::Projection;
+use crate::rope::{Rotary, inverse_frequencies};
+
+/// Root-mean-square layer norm: `weight · x / sqrt(mean(x²) + eps)`.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    pub fn new(weight: Tensor<B, 1>, eps: f64) -> Self {
+        Self {
+            weight: Param::from_tensor(weight).set_require_grad(false),
+            eps,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let variance = x.clone().powf_scalar(2.0).mean_dim(D - 1);
+        let normed = x.mul(variance.add_scalar(self.eps).sqrt().recip());
+        normed.mul(self.weight.val().unsqueeze::<D>())
+    }
+}
+
+/// Multi-head self-attention with grouped key/value heads.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Projection<B>,
+    pub k_proj: Projection<B>,
+    pub v_proj: Projection<B>,
+    pub o_proj: Projection<B>,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub num_kv_heads: usize,
+    #[module(skip)]
+    pub head_dim: usize,
+}
+
+/// The keys and values of one layer for the tokens seen so far, `[B, kv_heads, T, head_dim]`,
+/// after RoPE.
+#[derive(Debug, Clone)]
+pub struct LayerCache<B: Backend> {
+    pub key: Tensor<B, 4>,
+    pub value: Tensor<B, 4>,
+}
+
+impl<B: Backend> Attention<B> {
+    /// `x` `[B, L, hidden]`; `mask` `[B, 1, L, T]` (true = hidden) on top of causal masking;
+    /// `cache` holds earlier tokens' keys and values and is extended with this call's.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rotary: &Rotary<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        cache: Option<&mut Option<LayerCache<B>>>,
+    ) -> Tensor<B, 3> {
+        let [batch, len, _] = x.dims();
+        let heads = |t: Tensor<B, 3>, n: usize| {
+            t.reshape([batch, len, n, self.head_dim]).swap_dims(1, 2)
+        };
+        let q = rotary.apply(heads(self.q_proj.forward(x.clone()), self.num_heads));
+        let k = rotary.apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
+        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let (k, v) = match cache {
+            None => (k, v),
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    None => (k, v),
+                    Some(prev) => (
+                        Tensor::cat(vec![prev.key, k], 2),
+                        Tensor::cat(vec![prev.value, v], 2),
+                    ),
+                };
+                *slot = Some(LayerCache {
+                    key: k.clone(),
+                    value: v.clone(),
+                });
+                (k, v)
+            }
+        };
+        let groups = self.num_heads / self.num_kv_heads;
+        let (k, v) = (repeat_kv(k, groups), repeat_kv(v, groups));
+        let mask = mask.map(|m| {
+            let [b, _, lq, lk] = m.dims();
+            m.expand([b, self.num_heads, lq, lk])
+        });
+        let options = AttentionModuleOptions {
+            is_causal: true,
+            ..Default::default()
+        };
+        let out = attention(q, k, v, mask, None, options);
+        let out = out
+            .swap_dims(1, 2)
+            .reshape([batch, len, self.num_heads * self.head_dim]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// Repeats each key/value head `groups` times so that query head `h` meets kv head
+/// `h / groups`, as transformers' `repeat_kv` does.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
+    if groups == 1 {
+        return x;
+    }
+    let [b, kv, t, d] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, groups, t, d])
+        .reshape([b, kv * groups, t, d])
+}
+
+/// The SwiGLU feed-forward block: `down(silu(gate(x)) · up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: Projection<B>,
+    pub up_proj: Projection<B>,
+    pub down_proj: Projection<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate.mul(self.up_proj.forward(x)))
+    }
+}
+
+/// One pre-norm decoder layer.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub self_attn: Attention<B>,
+    pub mlp: Mlp<B>,
+    pub input_layernorm: RmsNorm<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rotary: &Rotary<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        cache: Option<&mut Option<LayerCache<B>>>,
+    ) -> Tensor<B, 3> {
+        let attn = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), rotary, mask, cache);
+        let x = x.add(attn);
+        let mlp = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
+        x.add(mlp)
+    }
+}
+
+/// A causal language model of the Llama family (`LlamaForCausalLM`).
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    /// `[vocab, hidden]`.
+    pub embed_tokens: Param<Tensor<B, 2>>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+    /// `None` when the output projection is tied to `embed_tokens`.
+    pub lm_head: Option<Projection<B>>,
+    #[module(skip)]
+    pub config: LlamaConfig,
+    #[module(skip)]
+    pub inv_freq: Vec<f32>,
+}
+
+/// The keys and values of every layer, for incremental decoding.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<LayerCache<B>>>,
+    len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            layers: vec![None; num_layers],
+            len: 0,
+        }
+    }
+
+    /// Number of tokens already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<B: Backend> Llama<B> {
+    /// Assembles a model from loaded parts; `inv_freq` is derived from `config`.
+    pub fn new(
+        config: LlamaConfig,
+        embed_tokens: Tensor<B, 2>,
+        layers: Vec<DecoderLayer<B>>,
+        norm: RmsNorm<B>,
+        lm_head: Option<Projection<B>>,
+    ) -> Self {
+        Self {
+            inv_freq: inverse_frequencies(&config),
+            embed_tokens: Param::from_tensor(embed_tokens).set_require_grad(false),
+            layers,
+            norm,
+            lm_head,
+            config,
+        }
+    }
+
+    /// Token embeddings `[B, L, hidden]` for ids `[B, L]`.
+    pub fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        embedding(self.embed_tokens.val(), input_ids)
+    }
+
+    /// RoPE tables for `position_ids` `[B, L]`, shared by all layers.
+    pub fn rotary(&self, position_ids: Tensor<B, 2, Int>) -> Rotary<B> {
+        Rotary::new(&self.inv_freq, position_ids)
+    }
+
+    /// The mask that keeps packed samples apart: `[B, 1, L, L]`, true where query and key lie
+    /// in different segments. Causality is added by the attention itself.
+    pub fn segment_mask(segment_ids: Tensor<B, 2, Int>) -> Tensor<B, 4, Bool> {
+        let [b, l] = segment_ids.dims();
+        let q = segment_ids.clone().reshape([b, 1, l, 1]).expand([b, 1, l, l]);
+        let k = segment_ids.reshape([b, 1, 1, l]).expand([b, 1, l, l]);
+        q.not_equal(k)
+    }
+
+    /// Final normed hidden states `[B, L, hidden]`, for computing the loss in chunks.
+    pub fn forward_hidden(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        position_ids: Tensor<B, 2, Int>,
+        segment_ids: Option<Tensor<B, 2, Int>>,
+    ) -> Tensor<B, 3> {
+        let rotary = self.rotary(position_ids);
+        let mask = segment_ids.map(Self::segment_mask);
+        let mut x = self.embed(input_ids);
+        for layer in &self.layers {
+            x = layer.forward(x, &rotary, mask.clone(), None);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Next-token logits `[B, L, vocab]` for ids and position ids `[B, L]`; with `segment_ids`,
+    /// tokens attend only to earlier tokens of their own segment.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        position_ids: Tensor<B, 2, Int>,
+        segment_ids: Option<Tensor<B, 2, Int>>,
+    ) -> Tensor<B, 3> {
+        self.logits(self.forward_hidden(input_ids, position_ids, segment_ids))
+    }
+
+    /// Projects normed hidden states onto the vocabulary.
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.matmul(self.embed_tokens.val().transpose().unsqueeze::<3>()),
+        }
+    }
+
+    /// Runs `input_ids` `[B, L]` after the tokens already in `cache` (positions continue from
+    /// `cache.len()`), extends the cache, and returns the logits of the new tokens.
+    pub fn forward_cached(&self, input_ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let [b, l] = input_ids.dims();
+        let device = input_ids.device();
+        let start = cache.len as i64;
+        let position_ids = Tensor::<B, 1, Int>::arange(start..start + l as i64, &device)
+            .reshape([1, l])
+            .expand([b, l]);
+        let rotary = self.rotary(position_ids);
+        let mut x = self.embed(input_ids);
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward(x, &rotary, None, Some(slot));
+        }
+        cache.len += l;
+        self.logits(self.norm.forward(x))
+    }
+}
