@@ -79,7 +79,9 @@ fn deserialize_rope_scaling<'de, D: serde::Deserializer<'de>>(
     if value.get("rope_type").and_then(|v| v.as_str()) == Some("default") {
         return Ok(None);
     }
-    serde_json::from_value(value).map(Some).map_err(serde::de::Error::custom)
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// `eos_token_id` is a single id in most configs and a list in Llama 3.
@@ -174,7 +176,11 @@ impl LlamaConfig {
             ));
         }
         if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
-            return Err(invalid("head_dim", self.head_dim, "must be even and positive for RoPE"));
+            return Err(invalid(
+                "head_dim",
+                self.head_dim,
+                "must be even and positive for RoPE",
+            ));
         }
         Ok(())
     }
@@ -218,7 +224,10 @@ mod tests {
             "rope_parameters": {"rope_theta": 500.0, "rope_type": "linear", "factor": 2.0}}"#;
         let config = LlamaConfig::from_json(json, "config.json").unwrap();
         assert_eq!(config.rope_theta, 500.0);
-        assert_eq!(config.rope_scaling, Some(RopeScaling::Linear { factor: 2.0 }));
+        assert_eq!(
+            config.rope_scaling,
+            Some(RopeScaling::Linear { factor: 2.0 })
+        );
     }
 
     #[test]

@@ -125,7 +125,12 @@ pub fn generate<B: Backend>(
                     return false;
                 }
             };
-            if let Some(at) = config.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            if let Some(at) = config
+                .stop
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
                 text.truncate(at);
                 stopped = true;
             }
@@ -150,7 +155,11 @@ pub fn generate<B: Backend>(
     Ok(Generation {
         text,
         tokens,
-        reason: if stopped { StopReason::StopString } else { reason },
+        reason: if stopped {
+            StopReason::StopString
+        } else {
+            reason
+        },
     })
 }
 

@@ -114,8 +114,7 @@ impl<R: Read> Cursor<R> {
         let mut buf = vec![0; len as usize];
         self.inner.read_exact(&mut buf)?;
         self.pos += len;
-        String::from_utf8(buf)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 
     fn value(&mut self, kind: u32) -> std::io::Result<Value> {
@@ -193,7 +192,10 @@ impl GgufFile {
             let name = c.string().map_err(|e| at(&c, e))?;
             let n_dims = c.u32().map_err(io)?;
             if n_dims > 4 {
-                return Err(format(format!("byte {}: tensor {name} has {n_dims} dims", c.pos)));
+                return Err(format(format!(
+                    "byte {}: tensor {name} has {n_dims} dims",
+                    c.pos
+                )));
             }
             let dims = (0..n_dims)
                 .map(|_| c.u64().map(|d| d as usize))
@@ -242,7 +244,10 @@ impl GgufFile {
             .byte_len(info.elements())
             .ok_or_else(|| WeightError::Format {
                 file: file.clone(),
-                message: format!("tensor {name}: {} elements do not fill whole blocks", info.elements()),
+                message: format!(
+                    "tensor {name}: {} elements do not fill whole blocks",
+                    info.elements()
+                ),
             })?;
         let mut bytes = vec![0; len];
         let io = |source| WeightError::Io {

@@ -106,7 +106,8 @@ fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig, WeightError> {
     };
     let rope_scaling = match meta.get("llama.rope.scaling.type").and_then(Value::as_str) {
         Some("linear") => Some(RopeScaling::Linear {
-            factor: float("llama.rope.scaling.factor").ok_or_else(|| missing("llama.rope.scaling.factor"))? as f32,
+            factor: float("llama.rope.scaling.factor")
+                .ok_or_else(|| missing("llama.rope.scaling.factor"))? as f32,
         }),
         Some("none") | None => None,
         Some(other) => {
@@ -137,14 +138,14 @@ fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig, WeightError> {
         max_position_embeddings: int("llama.context_length").unwrap_or(2048),
         tie_word_embeddings: !file.tensors.contains_key("output.weight"),
         bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
-        eos_token_id: token_id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+        eos_token_id: token_id("tokenizer.ggml.eos_token_id")
+            .into_iter()
+            .collect(),
     };
-    config
-        .validate(&path)
-        .map_err(|e| WeightError::Format {
-            file: path.clone(),
-            message: e.to_string(),
-        })?;
+    config.validate(&path).map_err(|e| WeightError::Format {
+        file: path.clone(),
+        message: e.to_string(),
+    })?;
     Ok(config)
 }
 

@@ -70,9 +70,8 @@ impl<B: Backend> Attention<B> {
         cache: Option<&mut Option<LayerCache<B>>>,
     ) -> Tensor<B, 3> {
         let [batch, len, _] = x.dims();
-        let heads = |t: Tensor<B, 3>, n: usize| {
-            t.reshape([batch, len, n, self.head_dim]).swap_dims(1, 2)
-        };
+        let heads =
+            |t: Tensor<B, 3>, n: usize| t.reshape([batch, len, n, self.head_dim]).swap_dims(1, 2);
         let q = rotary.apply(heads(self.q_proj.forward(x.clone()), self.num_heads));
         let k = rotary.apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
         let v = heads(self.v_proj.forward(x), self.num_kv_heads);
@@ -155,11 +154,13 @@ impl<B: Backend> DecoderLayer<B> {
         mask: Option<Tensor<B, 4, Bool>>,
         cache: Option<&mut Option<LayerCache<B>>>,
     ) -> Tensor<B, 3> {
-        let attn = self
-            .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), rotary, mask, cache);
+        let attn =
+            self.self_attn
+                .forward(self.input_layernorm.forward(x.clone()), rotary, mask, cache);
         let x = x.add(attn);
-        let mlp = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
+        let mlp = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
         x.add(mlp)
     }
 }
@@ -237,7 +238,10 @@ impl<B: Backend> Llama<B> {
     /// in different segments. Causality is added by the attention itself.
     pub fn segment_mask(segment_ids: Tensor<B, 2, Int>) -> Tensor<B, 4, Bool> {
         let [b, l] = segment_ids.dims();
-        let q = segment_ids.clone().reshape([b, 1, l, 1]).expand([b, 1, l, l]);
+        let q = segment_ids
+            .clone()
+            .reshape([b, 1, l, 1])
+            .expand([b, 1, l, l]);
         let k = segment_ids.reshape([b, 1, 1, l]).expand([b, 1, l, l]);
         q.not_equal(k)
     }
@@ -279,7 +283,11 @@ impl<B: Backend> Llama<B> {
 
     /// Runs `input_ids` `[B, L]` after the tokens already in `cache` (positions continue from
     /// `cache.len()`), extends the cache, and returns the logits of the new tokens.
-    pub fn forward_cached(&self, input_ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+    pub fn forward_cached(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
         let [b, l] = input_ids.dims();
         let device = input_ids.device();
         let start = cache.len as i64;

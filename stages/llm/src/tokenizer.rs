@@ -52,7 +52,11 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper, String> {
                 false,
             )
             .map_err(|e| e.to_string())?;
-            Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into()
+            Sequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into()
         }
         other => {
             return Err(format!(
@@ -131,7 +135,9 @@ impl TextTokenizer {
         inner.with_pre_tokenizer(Some(pre_tokenizer(pre).map_err(err)?));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         // Control tokens (type 3) and user-defined ones (type 4) are matched whole, before BPE.
-        let types = meta.get("tokenizer.ggml.token_type").and_then(Value::as_array);
+        let types = meta
+            .get("tokenizer.ggml.token_type")
+            .and_then(Value::as_array);
         if let Some(types) = types {
             let special: Vec<AddedToken> = types
                 .iter()
@@ -147,7 +153,10 @@ impl TextTokenizer {
             bos_id: id("tokenizer.ggml.bos_token_id"),
             eos_ids: id("tokenizer.ggml.eos_token_id").into_iter().collect(),
             pad_id: id("tokenizer.ggml.padding_token_id"),
-            prepend_bos: matches!(meta.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true))),
+            prepend_bos: matches!(
+                meta.get("tokenizer.ggml.add_bos_token"),
+                Some(Value::Bool(true))
+            ),
         })
     }
 

@@ -24,7 +24,9 @@ pub trait WeightSource {
 /// A tensor could not be read or does not fit the config.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightError {
-    #[error("{source_name}: tensor {name} is missing; fix: point the model source at a complete Llama checkpoint")]
+    #[error(
+        "{source_name}: tensor {name} is missing; fix: point the model source at a complete Llama checkpoint"
+    )]
     Missing { source_name: String, name: String },
     #[error(
         "{source_name}: tensor {name} has shape {actual:?}, the config expects {expected:?}; fix: use the config that belongs to these weights"
@@ -88,41 +90,91 @@ pub fn load_llama<B: Backend>(
         c.num_key_value_heads,
         c.head_dim,
     );
-    let vector = |source: &mut dyn WeightSource, name: &str, len| -> Result<Tensor<B, 1>, WeightError> {
-        Ok(Tensor::from_data(read_checked(source, name, &[len])?, device))
-    };
-    let mut projection =
-        |source: &mut dyn WeightSource, name: String, out, inp| -> Result<Projection<B>, WeightError> {
-            let data = read_checked(source, &name, &[out, inp])?;
-            Ok(make_projection(&name, data))
+    let vector =
+        |source: &mut dyn WeightSource, name: &str, len| -> Result<Tensor<B, 1>, WeightError> {
+            Ok(Tensor::from_data(
+                read_checked(source, name, &[len])?,
+                device,
+            ))
         };
+    let mut projection = |source: &mut dyn WeightSource,
+                          name: String,
+                          out,
+                          inp|
+     -> Result<Projection<B>, WeightError> {
+        let data = read_checked(source, &name, &[out, inp])?;
+        Ok(make_projection(&name, data))
+    };
 
-    let embed = read_checked(&mut *source, "model.embed_tokens.weight", &[c.vocab_size, hidden])?;
+    let embed = read_checked(
+        &mut *source,
+        "model.embed_tokens.weight",
+        &[c.vocab_size, hidden],
+    )?;
     let embed_tokens = Tensor::from_data(embed, device);
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     for i in 0..c.num_hidden_layers {
         let p = format!("model.layers.{i}");
         let self_attn = Attention {
-            q_proj: projection(&mut *source, format!("{p}.self_attn.q_proj.weight"), heads * hd, hidden)?,
-            k_proj: projection(&mut *source, format!("{p}.self_attn.k_proj.weight"), kv * hd, hidden)?,
-            v_proj: projection(&mut *source, format!("{p}.self_attn.v_proj.weight"), kv * hd, hidden)?,
-            o_proj: projection(&mut *source, format!("{p}.self_attn.o_proj.weight"), hidden, heads * hd)?,
+            q_proj: projection(
+                &mut *source,
+                format!("{p}.self_attn.q_proj.weight"),
+                heads * hd,
+                hidden,
+            )?,
+            k_proj: projection(
+                &mut *source,
+                format!("{p}.self_attn.k_proj.weight"),
+                kv * hd,
+                hidden,
+            )?,
+            v_proj: projection(
+                &mut *source,
+                format!("{p}.self_attn.v_proj.weight"),
+                kv * hd,
+                hidden,
+            )?,
+            o_proj: projection(
+                &mut *source,
+                format!("{p}.self_attn.o_proj.weight"),
+                hidden,
+                heads * hd,
+            )?,
             num_heads: heads,
             num_kv_heads: kv,
             head_dim: hd,
         };
         let inter = c.intermediate_size;
         let mlp = Mlp {
-            gate_proj: projection(&mut *source, format!("{p}.mlp.gate_proj.weight"), inter, hidden)?,
-            up_proj: projection(&mut *source, format!("{p}.mlp.up_proj.weight"), inter, hidden)?,
-            down_proj: projection(&mut *source, format!("{p}.mlp.down_proj.weight"), hidden, inter)?,
+            gate_proj: projection(
+                &mut *source,
+                format!("{p}.mlp.gate_proj.weight"),
+                inter,
+                hidden,
+            )?,
+            up_proj: projection(
+                &mut *source,
+                format!("{p}.mlp.up_proj.weight"),
+                inter,
+                hidden,
+            )?,
+            down_proj: projection(
+                &mut *source,
+                format!("{p}.mlp.down_proj.weight"),
+                hidden,
+                inter,
+            )?,
         };
         let input_layernorm = RmsNorm::new(
             vector(&mut *source, &format!("{p}.input_layernorm.weight"), hidden)?,
             c.rms_norm_eps,
         );
         let post_attention_layernorm = RmsNorm::new(
-            vector(&mut *source, &format!("{p}.post_attention_layernorm.weight"), hidden)?,
+            vector(
+                &mut *source,
+                &format!("{p}.post_attention_layernorm.weight"),
+                hidden,
+            )?,
             c.rms_norm_eps,
         );
         layers.push(DecoderLayer {
@@ -132,7 +184,10 @@ pub fn load_llama<B: Backend>(
             post_attention_layernorm,
         });
     }
-    let norm = RmsNorm::new(vector(&mut *source, "model.norm.weight", hidden)?, c.rms_norm_eps);
+    let norm = RmsNorm::new(
+        vector(&mut *source, "model.norm.weight", hidden)?,
+        c.rms_norm_eps,
+    );
     // Some checkpoints ship an lm_head copy even when tied; the config decides.
     let lm_head = if c.tie_word_embeddings {
         None

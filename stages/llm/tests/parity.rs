@@ -19,7 +19,9 @@ type B = CpuBackend;
 const FIXTURES: [&str; 3] = ["gqa_tied", "mha_untied_linear", "gqa_llama3"];
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// A reference array: its shape and values (i64 arrays converted to f64 losslessly enough).
@@ -52,13 +54,22 @@ fn reference(name: &str, key: &str) -> Array {
 
 fn ids(array: &Array) -> Tensor<B, 2, Int> {
     let data: Vec<i64> = array.values.iter().map(|&v| v as i64).collect();
-    Tensor::from_data(TensorData::new(data, [array.shape[0], array.shape[1]]), &Default::default())
+    Tensor::from_data(
+        TensorData::new(data, [array.shape[0], array.shape[1]]),
+        &Default::default(),
+    )
 }
 
 fn load(path: &Path) -> (Llama<B>, ModelFiles) {
     let mut files = ModelFiles::open(path).unwrap();
     let device = Default::default();
-    let model = load_llama(&files.config, files.weights.as_mut(), &device, &mut dense(&device)).unwrap();
+    let model = load_llama(
+        &files.config,
+        files.weights.as_mut(),
+        &device,
+        &mut dense(&device),
+    )
+    .unwrap();
     (model, files)
 }
 
@@ -77,7 +88,11 @@ fn assert_close(actual: Tensor<B, 3>, expected: &Array, what: &str) {
         .iter()
         .zip(&expected.values)
         .fold(0.0f64, |m, (a, e)| m.max((*a as f64 - e).abs()));
-    assert!(err / scale <= 1e-4, "{what}: relative error {:.3e}", err / scale);
+    assert!(
+        err / scale <= 1e-4,
+        "{what}: relative error {:.3e}",
+        err / scale
+    );
 }
 
 #[test]
@@ -90,7 +105,11 @@ fn safetensors_logits_match_transformers() {
         assert_close(logits, &reference(name, "logits"), name);
         let far = reference(name, "far_positions");
         let logits = model.forward(ids(&input), ids(&far), None);
-        assert_close(logits, &reference(name, "far_logits"), &format!("{name} far positions"));
+        assert_close(
+            logits,
+            &reference(name, "far_logits"),
+            &format!("{name} far positions"),
+        );
     }
 }
 
@@ -102,11 +121,17 @@ fn packed_segments_do_not_see_each_other() {
         let device = Default::default();
         let (a, b) = (7, 5);
         let pos: Vec<i64> = (0..a).chain(0..b).collect();
-        let seg: Vec<i64> = std::iter::repeat_n(0, a as usize).chain(std::iter::repeat_n(1, b as usize)).collect();
+        let seg: Vec<i64> = std::iter::repeat_n(0, a as usize)
+            .chain(std::iter::repeat_n(1, b as usize))
+            .collect();
         let pos = Tensor::<B, 2, Int>::from_data(TensorData::new(pos, [1, 12]), &device);
         let seg = Tensor::<B, 2, Int>::from_data(TensorData::new(seg, [1, 12]), &device);
         let logits = model.forward(ids(&packed), pos, Some(seg));
-        assert_close(logits, &reference(name, "packed_logits"), &format!("{name} packed"));
+        assert_close(
+            logits,
+            &reference(name, "packed_logits"),
+            &format!("{name} packed"),
+        );
     }
 }
 
@@ -115,7 +140,10 @@ fn gguf_logits_match_transformers() {
     for name in ["gqa_tied", "mha_untied_linear"] {
         let input = reference(name, "input_ids");
         let [b, l] = [input.shape[0], input.shape[1]];
-        for (file, key) in [("model-f32.gguf", "logits"), ("model-f16.gguf", "logits_f16")] {
+        for (file, key) in [
+            ("model-f32.gguf", "logits"),
+            ("model-f16.gguf", "logits_f16"),
+        ] {
             let (model, files) = load(&fixture(name).join(file));
             assert_eq!(files.config.tie_word_embeddings, name == "gqa_tied");
             let logits = model.forward(ids(&input), positions(b, l), None);
@@ -128,10 +156,25 @@ fn gguf_logits_match_transformers() {
 fn cached_generation_matches_recompute_and_transformers() {
     for name in FIXTURES {
         let (model, _) = load(&fixture(name));
-        let prompt: Vec<u32> = reference(name, "greedy_prompt").values.iter().map(|&v| v as u32).collect();
-        let expected: Vec<u32> = reference(name, "greedy_tokens").values.iter().map(|&v| v as u32).collect();
+        let prompt: Vec<u32> = reference(name, "greedy_prompt")
+            .values
+            .iter()
+            .map(|&v| v as u32)
+            .collect();
+        let expected: Vec<u32> = reference(name, "greedy_tokens")
+            .values
+            .iter()
+            .map(|&v| v as u32)
+            .collect();
         let mut sampler = Sampler::new(SamplingConfig::default());
-        let (cached, _) = generate_tokens(&model, &prompt, expected.len(), &mut sampler, &[], &mut |_| true);
+        let (cached, _) = generate_tokens(
+            &model,
+            &prompt,
+            expected.len(),
+            &mut sampler,
+            &[],
+            &mut |_| true,
+        );
 
         let mut recomputed = prompt.clone();
         for _ in 0..expected.len() {
@@ -141,10 +184,18 @@ fn cached_generation_matches_recompute_and_transformers() {
             };
             let logits = model.forward(ids(&input), positions(1, recomputed.len()), None);
             let [_, l, v] = logits.dims();
-            let last: Vec<f32> = logits.slice([0..1, l - 1..l, 0..v]).into_data().into_vec().unwrap();
+            let last: Vec<f32> = logits
+                .slice([0..1, l - 1..l, 0..v])
+                .into_data()
+                .into_vec()
+                .unwrap();
             recomputed.push(argmax(&last));
         }
-        assert_eq!(cached, recomputed[prompt.len()..], "{name}: cache vs recompute");
+        assert_eq!(
+            cached,
+            recomputed[prompt.len()..],
+            "{name}: cache vs recompute"
+        );
         assert_eq!(cached, expected, "{name}: vs transformers generate");
     }
 }
@@ -160,10 +211,17 @@ fn tokenizers_from_json_and_gguf_match_the_reference() {
     for path in [fixture(name), fixture(name).join("model-f32.gguf")] {
         let files = ModelFiles::open(&path).unwrap();
         for (i, text) in probes.iter().enumerate() {
-            let expected: Vec<u32> = reference(name, &format!("probe_{i}")).values.iter().map(|&v| v as u32).collect();
+            let expected: Vec<u32> = reference(name, &format!("probe_{i}"))
+                .values
+                .iter()
+                .map(|&v| v as u32)
+                .collect();
             let actual = files.tokenizer.encode(text, false).unwrap();
             assert_eq!(actual, expected, "{}: {text:?}", path.display());
-            assert_eq!(files.tokenizer.decode(&actual).unwrap(), text.replace("<|im_start|>", "").replace("<|im_end|>", ""));
+            assert_eq!(
+                files.tokenizer.decode(&actual).unwrap(),
+                text.replace("<|im_start|>", "").replace("<|im_end|>", "")
+            );
         }
         assert_eq!(files.tokenizer.bos_id, Some(1));
         assert_eq!(files.tokenizer.eos_ids, vec![2]);
@@ -174,7 +232,11 @@ fn tokenizers_from_json_and_gguf_match_the_reference() {
 fn ggml_dequantization_is_bit_exact() {
     let bytes = std::fs::read(fixture("quant_blocks.safetensors")).unwrap();
     let file = SafeTensors::deserialize(&bytes).unwrap();
-    for (kind, key) in [(GgmlType::Q4_0, "Q4_0"), (GgmlType::Q4_1, "Q4_1"), (GgmlType::Q8_0, "Q8_0")] {
+    for (kind, key) in [
+        (GgmlType::Q4_0, "Q4_0"),
+        (GgmlType::Q4_1, "Q4_1"),
+        (GgmlType::Q8_0, "Q8_0"),
+    ] {
         let raw = file.tensor(&format!("{key}_raw")).unwrap();
         let expected: Vec<u32> = file
             .tensor(&format!("{key}_dequant"))

