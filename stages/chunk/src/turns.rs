@@ -32,8 +32,6 @@ pub struct TurnCounts {
 }
 
 const SESSION: &str = "session";
-const RUN: &str = "run";
-const MERGED: &str = "merged";
 
 /// Reads the messages table and builds the turns.
 pub fn load_turns(
@@ -73,7 +71,7 @@ pub fn load_turns(
     let new_session = (col(c::UNIX_TIME) - col(c::UNIX_TIME).shift(lit(1)))
         .gt(lit(session_gap_seconds))
         .fill_null(lit(false));
-    let mut turns = messages
+    let turns = messages
         .filter(is_service.not().and(has_text))
         .select([
             col(c::UNIX_TIME),
@@ -92,31 +90,7 @@ pub fn load_turns(
                 .cum_sum(false)
                 .cast(DataType::UInt32)
                 .alias(SESSION),
-        )
-        .with_column(lit(1u32).alias(MERGED));
-    if merge {
-        let new_run = col(c::AUTHOR_ID)
-            .neq(col(c::AUTHOR_ID).shift(lit(1)))
-            .or(col(SESSION).neq(col(SESSION).shift(lit(1))))
-            .fill_null(lit(true));
-        turns = turns
-            .with_column(
-                new_run
-                    .cast(DataType::UInt32)
-                    .cum_sum(false)
-                    .cast(DataType::UInt32)
-                    .alias(RUN),
-            )
-            .group_by_stable([col(RUN)])
-            .agg([
-                col(SESSION).first(),
-                col(c::UNIX_TIME).first(),
-                col(c::AUTHOR_ID).first(),
-                col(c::AUTHOR).first(),
-                col(c::TEXT).str().join("\n", true),
-                len().cast(DataType::UInt32).alias(MERGED),
-            ]);
-    }
+        );
     let frame = turns.collect()?;
 
     let sessions = frame.column(SESSION)?.u32()?;
@@ -124,17 +98,27 @@ pub fn load_turns(
     let author_ids = frame.column(c::AUTHOR_ID)?.str()?;
     let authors = frame.column(c::AUTHOR)?.str()?;
     let texts = frame.column(c::TEXT)?.str()?;
-    let merged = frame.column(MERGED)?.u32()?;
     let mut out = Vec::with_capacity(frame.height());
     for i in 0..frame.height() {
-        out.push(Turn {
+        let turn = Turn {
             session: sessions.get(i).unwrap_or(0),
             unix_time: times.get(i).unwrap_or(0),
             author_id: author_ids.get(i).unwrap_or("").to_owned(),
             author: authors.get(i).unwrap_or("").to_owned(),
             text: texts.get(i).unwrap_or("").to_owned(),
-            messages: merged.get(i).unwrap_or(1),
-        });
+            messages: 1,
+        };
+        // Rows are in time order, so a run of one author within one session is contiguous.
+        match out.last_mut() {
+            Some(prev)
+                if merge && prev.session == turn.session && prev.author_id == turn.author_id =>
+            {
+                prev.text.push('\n');
+                prev.text.push_str(&turn.text);
+                prev.messages += 1;
+            }
+            _ => out.push(turn),
+        }
     }
     let counts = TurnCounts {
         messages_in: count("all")?,
