@@ -5,9 +5,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use tigerflow_llm::adapters::attach_peft;
 use tigerflow_llm::backend::Backend;
 use tigerflow_llm::generate::{GenerationConfig, generate};
 use tigerflow_llm::open::ModelFiles;
+use tigerflow_llm::peft::PeftAdapter;
 use tigerflow_llm::sampling::SamplingConfig;
 use tigerflow_llm::sources::ModelSource;
 use tigerflow_llm::weights::{dense, load_llama};
@@ -142,12 +144,6 @@ fn run_inner(args: &GenerateArgs, pipeline_file: &Path, registry: &Registry) -> 
     } else {
         None
     });
-    if let Some(dir) = &adapter {
-        return Err(format!(
-            "{}: applying LoRA adapters in generate is not supported yet; fix: run without --adapter (or without a trained adapter in the pipeline) to use the base model",
-            dir.display()
-        ));
-    }
     let source = ModelSource::parse(&source_text, &base).map_err(|e| e.to_string())?;
     let resolved = source
         .resolve(&tigerflow::cache_dir(), &mut |line| eprintln!("{line}"))
@@ -164,20 +160,23 @@ fn run_inner(args: &GenerateArgs, pipeline_file: &Path, registry: &Registry) -> 
         },
         stop: args.stop.clone(),
     };
+    let adapter = adapter
+        .map(|dir| {
+            let loaded = PeftAdapter::load(&dir).map_err(|e| e.to_string())?;
+            eprintln!("adapter: {}", dir.display());
+            Ok::<_, String>((dir, loaded))
+        })
+        .transpose()?;
+    let request = Request {
+        model_path: &resolved.path,
+        adapter: adapter.as_ref().map(|(dir, a)| (dir.as_path(), a)),
+        prompt: &args.prompt,
+        config: &config,
+    };
     match args.device.as_str() {
-        "cpu" => generate_on::<tigerflow_llm::backend::CpuBackend>(
-            &resolved.path,
-            &args.prompt,
-            &config,
-            &Default::default(),
-        ),
+        "cpu" => generate_on::<tigerflow_llm::backend::CpuBackend>(&request, &Default::default()),
         #[cfg(feature = "cuda")]
-        "cuda" => generate_on::<tigerflow_llm::backend::CudaBackend>(
-            &resolved.path,
-            &args.prompt,
-            &config,
-            &Default::default(),
-        ),
+        "cuda" => generate_on::<tigerflow_llm::backend::CudaBackend>(&request, &Default::default()),
         other => Err(format!(
             "--device {other}: unknown or not built in; fix: use cpu{}",
             if cfg!(feature = "cuda") {
@@ -189,21 +188,43 @@ fn run_inner(args: &GenerateArgs, pipeline_file: &Path, registry: &Registry) -> 
     }
 }
 
-fn generate_on<B: Backend>(
-    model_path: &Path,
-    prompt: &str,
-    config: &GenerationConfig,
-    device: &B::Device,
-) -> Result<(), String> {
+/// What to generate with, resolved from the arguments and the pipeline.
+struct Request<'a> {
+    model_path: &'a Path,
+    adapter: Option<(&'a Path, &'a PeftAdapter)>,
+    prompt: &'a str,
+    config: &'a GenerationConfig,
+}
+
+fn generate_on<B: Backend>(request: &Request<'_>, device: &B::Device) -> Result<(), String> {
+    let Request {
+        model_path,
+        adapter,
+        prompt,
+        config,
+    } = *request;
     let started = std::time::Instant::now();
     let mut files = ModelFiles::open(model_path).map_err(|e| e.to_string())?;
-    let model = load_llama::<B>(
+    let mut model = load_llama::<B>(
         &files.config,
         files.weights.as_mut(),
         device,
         &mut dense(device),
     )
     .map_err(|e| e.to_string())?;
+    if let Some((dir, adapter)) = adapter {
+        attach_peft(&mut model, adapter, device).map_err(|m| {
+            format!(
+                "{}: {m}; fix: pass --model with the adapter's base model ({})",
+                dir.display(),
+                adapter
+                    .config
+                    .base_model_name_or_path
+                    .as_deref()
+                    .unwrap_or("not named in adapter_config.json")
+            )
+        })?;
+    }
     eprintln!("loaded in {:.1}s", started.elapsed().as_secs_f32());
     let started = std::time::Instant::now();
     let mut stdout = std::io::stdout().lock();

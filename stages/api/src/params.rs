@@ -53,8 +53,9 @@ pub fn parse_params<P: Params>(raw: &toml::Table) -> Result<P, ParamError> {
 }
 
 fn typed<P: Params>(canonical: &serde_json::Value) -> Result<P, StageError> {
-    serde_json::from_value(canonical.clone())
-        .map_err(|e| StageError::Failed(format!("internal: canonical parameters do not parse: {e}")))
+    serde_json::from_value(canonical.clone()).map_err(|e| {
+        StageError::Failed(format!("internal: canonical parameters do not parse: {e}"))
+    })
 }
 
 impl<T: TypedStage> Stage for T {

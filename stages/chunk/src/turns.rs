@@ -98,7 +98,7 @@ pub fn load_turns(
     let author_ids = frame.column(c::AUTHOR_ID)?.str()?;
     let authors = frame.column(c::AUTHOR)?.str()?;
     let texts = frame.column(c::TEXT)?.str()?;
-    let mut out = Vec::with_capacity(frame.height());
+    let mut out: Vec<Turn> = Vec::with_capacity(frame.height());
     for i in 0..frame.height() {
         let turn = Turn {
             session: sessions.get(i).unwrap_or(0),

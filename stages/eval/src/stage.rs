@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
+use tigerflow_llm::adapters::attach_peft;
 use tigerflow_llm::peft::PeftAdapter;
 use tigerflow_stage::{Context, InputSlot, StageError, TypedStage};
 use tigerflow_train::base::{BaseSpec, LoadedBase, load_base};
@@ -11,7 +12,6 @@ use tigerflow_train::data::{read_texts, wrap};
 use tigerflow_train::device::TrainDevice;
 use tigerflow_train::packing::pack;
 use tigerflow_train::plot::{loss_series, lr_series, svg};
-use tigerflow_train::targets::attach_peft;
 use tigerflow_train::trainer::evaluate;
 
 use crate::generate::greedy;

@@ -1,20 +1,21 @@
 //! Llama-family models on burn: sources, tokenizer, NF4, LoRA and generation.
 
+pub mod adapters;
 pub mod backend;
 pub mod config;
-pub mod linear;
-pub mod model;
-pub mod rope;
-pub mod nf4;
-pub mod lora;
-pub mod peft;
+pub mod generate;
 pub mod gguf;
 pub mod gguf_weights;
-pub mod quant;
-pub mod safetensors_dir;
-pub mod weights;
-pub mod tokenizer;
-pub mod generate;
-pub mod sampling;
+pub mod linear;
+pub mod lora;
+pub mod model;
+pub mod nf4;
 pub mod open;
+pub mod peft;
+pub mod quant;
+pub mod rope;
+pub mod safetensors_dir;
+pub mod sampling;
 pub mod sources;
+pub mod tokenizer;
+pub mod weights;

@@ -227,7 +227,7 @@ fn bad_input_names_the_file_and_place() {
         "{message}"
     );
     assert!(
-        message.contains("line 1, column 54: message 3 has no `date`"),
+        message.contains("line 1, column 55: message 3 has no `date`"),
         "{message}"
     );
 }

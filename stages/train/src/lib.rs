@@ -14,7 +14,6 @@ pub mod plot;
 pub mod schedule;
 pub mod stage;
 pub mod step;
-pub mod targets;
 pub mod trainer;
 
 use tigerflow_stage::Registry;

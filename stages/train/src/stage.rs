@@ -255,7 +255,7 @@ fn run_on<B: AutodiffBackend>(
     })?;
 
     let adapter_dir = ctx.output("adapter");
-    crate::targets::export(&model, &settings.targets, adapter_config)
+    tigerflow_llm::adapters::export(&model, &settings.targets, adapter_config)
         .save(&adapter_dir)
         .map_err(|e| StageError::Failed(e.to_string()))?;
     let metrics = read(&ctx.output("metrics.jsonl"))

@@ -17,7 +17,7 @@ use tigerflow_llm::model::Llama;
 use tigerflow_llm::rope::Rotary;
 
 use crate::packing::{Batch, IGNORE};
-use crate::targets::layer_adapters;
+use tigerflow_llm::adapters::layer_adapters;
 
 /// A collated batch on a device.
 pub struct BatchTensors<B: Backend> {

@@ -17,7 +17,7 @@ use crate::packing::{Batch, Row, collate};
 use crate::plan::Plan;
 use crate::schedule::{LrScheduler, Schedule};
 use crate::step::{GradPair, eval_nll_sum, inference_model, micro_batch_grads};
-use crate::targets::{attach_fresh, attach_peft, export, for_each_target_mut};
+use tigerflow_llm::adapters::{attach_fresh, attach_peft, export, for_each_target_mut};
 
 /// Everything the loop needs besides the model and data.
 #[derive(Debug, Clone)]

@@ -6,11 +6,11 @@ mod common;
 
 use common::*;
 use safetensors::SafeTensors;
+use tigerflow_llm::adapters::{attach_peft, layer_adapters};
 use tigerflow_llm::peft::PeftAdapter;
 use tigerflow_train::adamw::AdamW;
 use tigerflow_train::packing::{Batch, IGNORE};
 use tigerflow_train::schedule::{LrScheduler, Schedule};
-use tigerflow_train::targets::{attach_peft, layer_adapters};
 use tigerflow_train::trainer::{accumulate, apply_update};
 
 fn batch(st: &SafeTensors<'_>, step: usize, micro: usize) -> Batch {

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
+use tigerflow_llm::adapters::attach_fresh;
 use tigerflow_train::packing::{collate, pack};
-use tigerflow_train::targets::attach_fresh;
 use tigerflow_train::trainer::accumulate;
 
 #[test]

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
+use tigerflow_llm::adapters::attach_fresh;
 use tigerflow_llm::backend::CpuBackend;
 use tigerflow_llm::gguf_weights::GgufWeights;
 use tigerflow_llm::linear::Projection;
@@ -20,7 +21,6 @@ use tigerflow_llm::weights::load_llama;
 use tigerflow_train::adamw::{AdamW, AdamWConfig};
 use tigerflow_train::packing::{collate, pack};
 use tigerflow_train::step::inference_model;
-use tigerflow_train::targets::attach_fresh;
 use tigerflow_train::trainer::{accumulate, apply_update, evaluate};
 
 type B = Autodiff<CpuBackend>;

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
+use tigerflow_llm::adapters::attach_fresh;
 use tigerflow_train::packing::{Batch, collate, pack};
 use tigerflow_train::step::{eval_nll_sum, inference_model};
-use tigerflow_train::targets::attach_fresh;
 use tigerflow_train::trainer::{Accumulated, accumulate};
 
 fn model_with_adapters() -> tigerflow_llm::model::Llama<B> {

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::linear::Projection;
+use crate::lora::{LoraAdapter, LoraConfig};
+use crate::model::{DecoderLayer, Llama};
+use crate::peft::{AdapterConfig, AdapterTensors, PeftAdapter};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use tigerflow_llm::linear::Projection;
-use tigerflow_llm::lora::{LoraAdapter, LoraConfig};
-use tigerflow_llm::model::{DecoderLayer, Llama};
-use tigerflow_llm::peft::{AdapterConfig, AdapterTensors, PeftAdapter};
 
 /// The seven Llama projections as (module group, name), in HF order.
 const SLOTS: [(&str, &str); 7] = [
