@@ -99,13 +99,29 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// A diagnostic is one line even when what it quotes (a quoted TOML key, a `--set` argument)
+/// holds a newline or another control character: those are escaped.
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (origin, message) = (one_line(&self.origin), one_line(&self.message));
         match self.at {
-            Some(at) => write!(f, "{}:{at}: {}", self.origin, self.message),
-            None => write!(f, "{}: {}", self.origin, self.message),
+            Some(at) => write!(f, "{origin}:{at}: {message}"),
+            None => write!(f, "{origin}: {message}"),
         }
     }
+}
+
+/// `text` with control characters escaped (`\n`, `\u{7}`), so that it prints on one line.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Every problem found in a configuration, one per line.
@@ -161,29 +177,32 @@ struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
+    fn invalid_toml(&mut self, offset: Option<usize>, message: &str) {
+        self.diagnostics.push(Diagnostic {
+            origin: self.file_name.to_string(),
+            at: offset.map(|o| line_col(self.source, o)),
+            message: format!("invalid TOML: {}", message.trim()),
+        });
+    }
+
     fn check(&mut self) -> Option<Pipeline> {
-        let doc = match Document::parse(self.source) {
-            Ok(doc) => doc,
-            Err(e) => {
-                let at = e.span().map(|s| line_col(self.source, s.start));
-                let message = e.message().trim().to_string();
-                self.diagnostics.push(Diagnostic {
-                    origin: self.file_name.to_string(),
-                    at,
-                    message: format!("invalid TOML: {message}"),
-                });
-                return None;
-            }
-        };
-        self.doc = Some(doc);
-        // The same text through `toml` gives plain tables for the stages' serde parameters.
+        // `toml` first: it gives plain tables for the stages' serde parameters, and it reports
+        // malformed text without panicking (toml_edit 0.23 can panic on some invalid documents
+        // with duplicate keys, found by fuzzing). toml_edit then supplies spans for messages.
         let table: toml::Table = match toml::from_str(self.source) {
             Ok(t) => t,
             Err(e) => {
-                self.error_at(&[], format!("invalid TOML: {}", e.message()));
+                self.invalid_toml(e.span().map(|s| s.start), e.message());
                 return None;
             }
         };
+        match Document::parse(self.source) {
+            Ok(doc) => self.doc = Some(doc),
+            Err(e) => {
+                self.invalid_toml(e.span().map(|s| s.start), e.message());
+                return None;
+            }
+        }
         for key in table.keys().filter(|k| *k != "stages") {
             self.error_at(
                 &[key],
@@ -481,6 +500,18 @@ fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_text_is_an_error_not_a_panic() {
+        // Found by fuzzing: toml_edit 0.23 panics ("all items have spans") on this input.
+        let err = parse("==\n.=", &Registry::new()).unwrap_err();
+        assert_eq!(err.diagnostics.len(), 1);
+        let line = err.to_string();
+        assert!(
+            line.starts_with("pipeline.toml:1:2: invalid TOML: "),
+            "{line}"
+        );
+    }
 
     #[test]
     fn splits_unknown_field_messages() {

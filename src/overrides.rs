@@ -1,6 +1,6 @@
 //! `--set STAGE.KEY=VALUE`: one-invocation parameter overrides.
 
-use crate::config::Diagnostic;
+use crate::config::{Diagnostic, one_line};
 
 /// A parsed `--set` argument.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,10 +16,11 @@ pub struct Override {
 impl std::str::FromStr for Override {
     type Err = String;
 
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+    fn from_str(argument: &str) -> Result<Self, Self::Err> {
+        let raw = &one_line(argument);
         let usage =
             || format!("`--set {raw}`: expected STAGE.KEY=VALUE, e.g. `--set train.epochs=2`");
-        let (path, value) = raw.split_once('=').ok_or_else(usage)?;
+        let (path, value) = argument.split_once('=').ok_or_else(usage)?;
         let mut parts = path.trim().split('.').map(|s| s.trim().to_string());
         let stage = parts.next().filter(|s| !s.is_empty()).ok_or_else(usage)?;
         let key: Vec<String> = parts.collect();
@@ -87,5 +88,15 @@ mod tests {
         let mut t = toml::Table::new();
         o.apply(&mut t);
         assert_eq!(t["lora"]["rank"].as_integer(), Some(8));
+    }
+
+    #[test]
+    fn messages_quote_the_argument_on_one_line() {
+        let o: Override = "train.note=a\nb".parse().unwrap();
+        assert_eq!(o.value, toml::Value::String("a\nb".into()));
+        let line = o.diagnostic("bad".into()).to_string();
+        assert_eq!(line, "--set train.note=a\\nb: bad");
+        let err = "train\n".parse::<Override>().unwrap_err();
+        assert!(!err.contains('\n') && err.contains("train\\n"), "{err}");
     }
 }

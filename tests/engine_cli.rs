@@ -38,6 +38,11 @@ fn unknown_keys_and_kinds_show_line_column_and_a_suggestion() {
         err.contains("pipeline.toml:4:1: stage `s` (uses = \"cmd\"), parameter `outs`"),
         "{err}"
     );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line per problem: {err}"
+    );
     let err = error_of("[stages.s]\nuses = \"cmd\"\ncmd = [\n");
     assert!(err.contains("pipeline.toml:3:"), "{err}");
 }

@@ -45,7 +45,9 @@ pub fn parse_params<P: Params>(raw: &toml::Table) -> Result<P, ParamError> {
             .collect();
         ParamError {
             path,
-            message: e.into_inner().to_string(),
+            // `message()`, not `to_string()`: the latter appends "in `key`" on a new line,
+            // and a diagnostic is one line (the path is reported separately).
+            message: e.into_inner().message().to_owned(),
         }
     })?;
     params.validate()?;
