@@ -1,6 +1,10 @@
 //! The dataset repository layout that `datasets.load_dataset` reads: parquet shards under
-//! `data/`, the same rows as JSON lines under `jsonl/`, and a README card whose YAML
-//! `configs:` block names the files of each split.
+//! `data/`, the same rows as JSON lines under `jsonl/` (what axolotl's `type: completion`
+//! reads), and a README card whose YAML `configs:` block names the parquet files of each split.
+//!
+//! The JSON lines are deliberately not a second config: `datasets` picks one file format per
+//! repository, so a `jsonl` config beside the parquet one fails to load ("Parquet magic bytes
+//! not found").
 
 use std::path::Path;
 
@@ -95,21 +99,13 @@ fn dataset_card(
     for split in parquet_splits {
         card.push_str(&format!("  - split: {split}\n    path: data/{split}-*\n"));
     }
-    if !jsonl_splits.is_empty() {
-        card.push_str("- config_name: jsonl\n  data_files:\n");
-        for split in jsonl_splits {
-            card.push_str(&format!(
-                "  - split: {split}\n    path: jsonl/{split}.jsonl\n"
-            ));
-        }
-    }
     card.push_str("tags:\n- tigerflow\n- conversational\n---\n\n");
     card.push_str(&format!(
         "# {repo_ref}\n\nConversations from a Telegram chat export, prepared by \
          tigerflow for fine-tuning a chat model. Each row \
          has one `text` column: a conversation as `### Name: message` lines.\n\n"
     ));
-    card.push_str("## Files\n\n| split | parquet (config `default`) | JSON lines (config `jsonl`) |\n|---|---|---|\n");
+    card.push_str("## Files\n\n| split | parquet (what `load_dataset` reads) | JSON lines (axolotl `type: completion`) |\n|---|---|---|\n");
     for split in parquet_splits {
         let jsonl = if jsonl_splits.contains(split) {
             format!("`jsonl/{split}.jsonl`")
@@ -130,7 +126,9 @@ fn dataset_card(
     }
     card.push_str(&format!(
         "\n## Load it\n\n```python\nfrom datasets import load_dataset\n\n\
-         dataset = load_dataset({})\nprint(dataset[\"train\"][0][\"text\"])\n```\n",
+         dataset = load_dataset({})\nprint(dataset[\"train\"][0][\"text\"])\n```\n\n\
+         The JSON lines alone: `load_dataset(\"json\", data_files={{\"train\": \"jsonl/train.jsonl\", \
+         \"test\": \"jsonl/test.jsonl\"}})` in a copy of this repository.\n",
         quoted(repo_ref)
     ));
     card
@@ -151,8 +149,17 @@ mod tests {
             None,
         );
         assert!(card.starts_with(
-            "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n  - split: test\n    path: data/test-*\n- config_name: jsonl\n"
+            "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n  - split: test\n    path: data/test-*\ntags:\n"
         ), "{card}");
+        assert_eq!(
+            card.matches("config_name").count(),
+            1,
+            "one format per repository"
+        );
+        assert!(
+            card.contains("| train | `data/train-00000-of-00001.parquet` | `jsonl/train.jsonl` |"),
+            "{card}"
+        );
         assert!(card.contains("| train_rows | 9 |"), "{card}");
         assert!(card.contains("load_dataset(\"alice/chat\")"), "{card}");
         assert!(!card.contains("Conversation report"), "{card}");
