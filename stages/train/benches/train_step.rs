@@ -1,7 +1,6 @@
-//! Training speed on a real model (opt-in): seconds per optimizer step and tokens per second.
+//! Training speed on a real model: seconds per optimizer step and tokens per second.
 //!
-//!     TIGERFLOW_BENCH_MODEL=path/to/model.gguf cargo test --release -p tigerflow-train \
-//!         --test step_speed -- --ignored --nocapture
+//!     TIGERFLOW_BENCH_MODEL=path/to/model.gguf cargo bench -p tigerflow-train --bench train_step
 //!
 //! Optional: TIGERFLOW_BENCH_SEQ (256), TIGERFLOW_BENCH_ROWS (2), TIGERFLOW_BENCH_R (8),
 //! TIGERFLOW_BENCH_RECOMPUTE (0), TIGERFLOW_BENCH_NF4 (1).
@@ -32,11 +31,10 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-#[test]
-#[ignore = "needs a real model file; see the module docs"]
-fn seconds_per_step() {
+fn main() {
     let Ok(path) = std::env::var("TIGERFLOW_BENCH_MODEL") else {
-        panic!("set TIGERFLOW_BENCH_MODEL to a Llama .gguf file");
+        eprintln!("error: set TIGERFLOW_BENCH_MODEL to a Llama .gguf file");
+        std::process::exit(2);
     };
     let (seq, rows, r) = (
         env("TIGERFLOW_BENCH_SEQ", 256),
