@@ -8,12 +8,42 @@ use crate::params::{ChunkParams, Scrub, Speakers};
 use crate::turns::Turn;
 
 pub struct Renderer {
-    template: String,
+    template: Vec<Piece>,
     speakers: Speakers,
     speaker_map: BTreeMap<String, String>,
     scrubbers: Vec<Scrubber>,
     /// Pseudonyms handed out so far, by author id, in order of first appearance.
     pseudonyms: HashMap<String, String>,
+}
+
+/// A template cut once into literal text and placeholders, so that rendering is one pass and
+/// a name that itself contains `{text}` is never substituted twice.
+#[derive(Debug, PartialEq)]
+enum Piece {
+    Literal(String),
+    Name,
+    Text,
+}
+
+fn pieces(template: &str) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        let next = [("{name}", Piece::Name), ("{text}", Piece::Text)]
+            .into_iter()
+            .filter_map(|(tag, piece)| rest.find(tag).map(|at| (at, tag.len(), piece)))
+            .min_by_key(|(at, _, _)| *at);
+        let Some((at, len, piece)) = next else {
+            out.push(Piece::Literal(rest.to_owned()));
+            break;
+        };
+        if at > 0 {
+            out.push(Piece::Literal(rest[..at].to_owned()));
+        }
+        out.push(piece);
+        rest = &rest[at + len..];
+    }
+    out
 }
 
 struct Scrubber {
@@ -62,7 +92,7 @@ impl Renderer {
         });
         kinds.dedup();
         Renderer {
-            template: params.template.clone(),
+            template: pieces(&params.template),
             speakers: params.speakers,
             speaker_map: params.speaker_map.clone(),
             scrubbers: kinds.into_iter().map(Scrubber::new).collect(),
@@ -102,10 +132,14 @@ impl Renderer {
     pub fn render(&mut self, turn: &Turn) -> (String, String) {
         let speaker = self.speaker(&turn.author_id, &turn.author);
         let text = self.scrub(&turn.text);
-        let rendered = self
-            .template
-            .replace("{name}", &speaker)
-            .replace("{text}", &text);
+        let mut rendered = String::with_capacity(speaker.len() + text.len() + 8);
+        for piece in &self.template {
+            rendered.push_str(match piece {
+                Piece::Literal(literal) => literal,
+                Piece::Name => &speaker,
+                Piece::Text => &text,
+            });
+        }
         (rendered, speaker)
     }
 }
@@ -123,6 +157,17 @@ mod tests {
             text: text.into(),
             messages: 1,
         }
+    }
+
+    #[test]
+    fn placeholders_are_substituted_once() {
+        let params = ChunkParams {
+            template: "<{name}> {text}|".to_owned(),
+            ..ChunkParams::default()
+        };
+        let mut r = Renderer::new(&params);
+        let (line, _) = r.render(&turn("u1", "{text} fan", "hi {name}"));
+        assert_eq!(line, "<{text} fan> hi {name}|");
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct EscapeRepair<R> {
     end: usize,
     /// The previous byte opened an escape (an odd number of backslashes so far).
     in_escape: bool,
+    /// The rest of a replacement (`u00`) that did not fit the caller's buffer.
+    pending: &'static [u8],
     at_start: bool,
     repaired: u64,
     bom: bool,
@@ -31,6 +33,7 @@ impl<R: Read> EscapeRepair<R> {
             start: 0,
             end: 0,
             in_escape: false,
+            pending: &[],
             at_start: true,
             repaired: 0,
             bom: false,
@@ -72,30 +75,51 @@ impl<R: Read> EscapeRepair<R> {
 
 impl<R: Read> Read for EscapeRepair<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.start == self.end {
-            self.fill()?;
-            if self.start == self.end {
-                return Ok(0);
-            }
-        }
         let mut written = 0;
-        // Each input byte becomes at most 3 output bytes (`x` → `u00`).
-        while self.start < self.end && written + 3 <= out.len() {
-            let byte = self.buf[self.start];
-            self.start += 1;
-            if self.in_escape {
-                self.in_escape = false;
-                if byte == b'x' {
-                    out[written..written + 3].copy_from_slice(b"u00");
-                    written += 3;
-                    self.repaired += 1;
-                    continue;
-                }
-            } else if byte == b'\\' {
-                self.in_escape = true;
+        while written < out.len() {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(out.len() - written);
+                out[written..written + n].copy_from_slice(&self.pending[..n]);
+                self.pending = &self.pending[n..];
+                written += n;
+                continue;
             }
-            out[written] = byte;
-            written += 1;
+            if self.start == self.end {
+                if written > 0 {
+                    break;
+                }
+                self.fill()?;
+                if self.start == self.end {
+                    break;
+                }
+            }
+            if self.in_escape {
+                // The byte after a backslash: `x` becomes `u00`, anything else stays.
+                self.in_escape = false;
+                let byte = self.buf[self.start];
+                self.start += 1;
+                if byte == b'x' {
+                    self.pending = b"u00";
+                    self.repaired += 1;
+                } else {
+                    out[written] = byte;
+                    written += 1;
+                }
+                continue;
+            }
+            // Copy up to and including the next backslash in one go.
+            let room = out.len() - written;
+            let span = &self.buf[self.start..self.end.min(self.start + room)];
+            let n = match memchr::memchr(b'\\', span) {
+                Some(i) => {
+                    self.in_escape = true;
+                    i + 1
+                }
+                None => span.len(),
+            };
+            out[written..written + n].copy_from_slice(&span[..n]);
+            self.start += n;
+            written += n;
         }
         Ok(written)
     }
@@ -122,7 +146,7 @@ mod tests {
     #[test]
     fn rewrites_x_escapes_only_when_they_start_an_escape() {
         let input = br#""a\x0Cb \\x0C \\\x01 \n x""#;
-        for chunk in [3, 4, 7, 1024] {
+        for chunk in [1, 2, 3, 4, 7, 1024] {
             let (out, n) = repair(input, chunk);
             assert_eq!(out, br#""a\u000Cb \\x0C \\\u0001 \n x""#.to_vec());
             assert_eq!(n, 2);
