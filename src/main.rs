@@ -5,6 +5,10 @@ mod cli;
 #[cfg(feature = "ml-stages")]
 mod generate;
 
+/// mimalloc instead of the system allocator: see its entry in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut registry = tigerflow_stage::Registry::new();
     tigerflow_cmd::register(&mut registry);
