@@ -6,6 +6,24 @@ use burn::tensor::{Tensor, backend::Backend};
 use crate::lora::LoraAdapter;
 use crate::nf4::Nf4Weight;
 
+/// `x` `[.., in]` times `weightᵀ` (`weight` is `[out, in]`) → `[.., out]`.
+///
+/// The leading dimensions are folded into one so that the product is a single 2-D matmul with
+/// a transposed (strided) right operand. Broadcasting `weight.transpose()` to `x`'s rank
+/// instead makes burn-flex copy the transposed weight into a contiguous tensor on every call:
+/// 75 % of generation time on SmolLM2-135M went there (perf).
+pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 2>) -> Tensor<B, D> {
+    let dims = x.dims();
+    let inner = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let [out, _] = weight.dims();
+    let mut out_dims = dims;
+    out_dims[D - 1] = out;
+    x.reshape([rows, inner])
+        .matmul(weight.transpose())
+        .reshape(out_dims)
+}
+
 /// A bias-free linear map whose weight keeps the Hugging Face layout `[out, in]`, so weights and
 /// adapters map 1:1 to transformers and PEFT tensors; `forward` computes `x · Wᵀ`.
 ///
@@ -44,7 +62,7 @@ impl<B: Backend> Projection<B> {
             Some(q) => q.dequantize(),
             None => self.weight.val(),
         };
-        let y = x.clone().matmul(base.transpose().unsqueeze::<D>());
+        let y = linear(x.clone(), base);
         match &self.lora {
             Some(lora) => y + lora.forward(x),
             None => y,

@@ -9,6 +9,8 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 
+use crate::linear::linear;
+
 /// The Llama projections PEFT calls "all linear" (`lora_target_linear = true`), in HF order.
 pub const ALL_LINEAR: [&str; 7] = [
     "q_proj",
@@ -89,9 +91,7 @@ impl<B: Backend> LoraAdapter<B> {
         } else {
             x
         };
-        let a_t = self.lora_a.val().transpose().unsqueeze::<D>();
-        let b_t = self.lora_b.val().transpose().unsqueeze::<D>();
-        x.matmul(a_t).matmul(b_t).mul_scalar(self.scale)
+        linear(linear(x, self.lora_a.val()), self.lora_b.val()).mul_scalar(self.scale)
     }
 
     /// `(r, in, out)`.

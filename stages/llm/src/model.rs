@@ -10,7 +10,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::config::LlamaConfig;
-use crate::linear::Projection;
+use crate::linear::{Projection, linear};
 use crate::rope::{Rotary, inverse_frequencies};
 
 /// Root-mean-square layer norm: `weight · x / sqrt(mean(x²) + eps)`.
@@ -277,7 +277,7 @@ impl<B: Backend> Llama<B> {
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => hidden.matmul(self.embed_tokens.val().transpose().unsqueeze::<3>()),
+            None => linear(hidden, self.embed_tokens.val()),
         }
     }
 
