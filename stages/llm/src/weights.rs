@@ -7,6 +7,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use crate::config::LlamaConfig;
 use crate::linear::Projection;
 use crate::model::{Attention, DecoderLayer, Llama, Mlp, RmsNorm};
+use crate::nf4::{Nf4Error, Nf4Tensor};
 
 /// Something that yields a model's tensors by their Hugging Face name
 /// (`model.layers.0.self_attn.q_proj.weight`), as f32 in the HF layout.
@@ -73,6 +74,20 @@ fn read_checked(
 /// Stores every projection as a plain dense weight on `device`.
 pub fn dense<B: Backend>(device: &B::Device) -> impl FnMut(&str, TensorData) -> Projection<B> + '_ {
     move |_, data| Projection::new(Tensor::from_data(data, device))
+}
+
+/// Quantizes one `[out, in]` projection weight to NF4 (bitsandbytes' layout) on `device`.
+pub fn nf4<B: Backend>(
+    data: TensorData,
+    blocksize: usize,
+    double_quant: bool,
+    device: &B::Device,
+) -> Result<Projection<B>, Nf4Error> {
+    let shape = [data.shape[0], data.shape[1]];
+    // Weights arrive as f32; anything else fails quantize's length check with a clear error.
+    let values: Vec<f32> = data.to_vec().unwrap_or_default();
+    let quantized = Nf4Tensor::quantize(&values, shape, blocksize, double_quant)?;
+    Ok(Projection::quantized(quantized.to_device(device)))
 }
 
 /// Loads a Llama model. `make_projection` receives each projection weight (HF name, `[out, in]`

@@ -15,8 +15,7 @@ use tigerflow_llm::backend::CpuBackend;
 use tigerflow_llm::gguf_weights::GgufWeights;
 use tigerflow_llm::linear::Projection;
 use tigerflow_llm::lora::{ALL_LINEAR, LoraConfig};
-use tigerflow_llm::nf4::Nf4Tensor;
-use tigerflow_llm::weights::load_llama;
+use tigerflow_llm::weights::{load_llama, nf4 as quantize_nf4};
 use tigerflow_train::adamw::{AdamW, AdamWConfig};
 use tigerflow_train::packing::{collate, pack};
 use tigerflow_train::step::inference_model;
@@ -50,14 +49,8 @@ fn main() {
     let mut source = GgufWeights::open(Path::new(&path)).unwrap();
     let config = source.config.clone();
     let mut make = |_: &str, data: TensorData| {
-        let shape = [data.shape[0], data.shape[1]];
         if nf4 {
-            let values: Vec<f32> = data.to_vec().unwrap();
-            Projection::quantized(
-                Nf4Tensor::quantize(&values, shape, 64, true)
-                    .unwrap()
-                    .to_device(&device),
-            )
+            quantize_nf4(data, 64, true, &device).unwrap()
         } else {
             Projection::new(Tensor::from_data(data, &device))
         }

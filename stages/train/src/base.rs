@@ -7,11 +7,10 @@ use tigerflow_llm::config::LlamaConfig;
 use tigerflow_llm::gguf_weights::GgufWeights;
 use tigerflow_llm::linear::Projection;
 use tigerflow_llm::model::Llama;
-use tigerflow_llm::nf4::Nf4Tensor;
 use tigerflow_llm::safetensors_dir::SafetensorsDir;
 use tigerflow_llm::sources::ModelSource;
 use tigerflow_llm::tokenizer::TextTokenizer;
-use tigerflow_llm::weights::{WeightSource, load_llama};
+use tigerflow_llm::weights::{WeightSource, load_llama, nf4};
 use tigerflow_stage::{Context, StageError};
 
 /// NF4 block size (bitsandbytes' default).
@@ -134,9 +133,8 @@ fn build<B: Backend>(
             return Projection::new(Tensor::from_data(data, device));
         }
         let shape = [data.shape[0], data.shape[1]];
-        let values: Vec<f32> = data.to_vec().unwrap_or_default();
-        match Nf4Tensor::quantize(&values, shape, BLOCKSIZE, spec.double_quant) {
-            Ok(nf4) => Projection::quantized(nf4.to_device(device)),
+        match nf4(data, BLOCKSIZE, spec.double_quant, device) {
+            Ok(projection) => projection,
             Err(e) => {
                 failure.get_or_insert_with(|| format!("{source_name}: {name}: {e}"));
                 Projection::new(Tensor::zeros(shape, device))

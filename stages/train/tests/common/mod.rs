@@ -11,9 +11,8 @@ use tigerflow_llm::config::LlamaConfig;
 use tigerflow_llm::linear::Projection;
 use tigerflow_llm::lora::{ALL_LINEAR, LoraConfig};
 use tigerflow_llm::model::Llama;
-use tigerflow_llm::nf4::Nf4Tensor;
 use tigerflow_llm::safetensors_dir::SafetensorsDir;
-use tigerflow_llm::weights::load_llama;
+use tigerflow_llm::weights::{load_llama, nf4 as quantize_nf4};
 use tigerflow_train::adamw::AdamWConfig;
 use tigerflow_train::schedule::LrScheduler;
 use tigerflow_train::trainer::Settings;
@@ -32,14 +31,8 @@ pub fn tiny_model(nf4: bool) -> Llama<B> {
     let mut source = SafetensorsDir::open(&dir).unwrap();
     let device = Default::default();
     let mut make = |_: &str, data: TensorData| {
-        let shape = [data.shape[0], data.shape[1]];
         if nf4 {
-            let values: Vec<f32> = data.to_vec().unwrap();
-            Projection::quantized(
-                Nf4Tensor::quantize(&values, shape, 64, true)
-                    .unwrap()
-                    .to_device(&device),
-            )
+            quantize_nf4(data, 64, true, &device).unwrap()
         } else {
             Projection::new(Tensor::from_data(data, &device))
         }
