@@ -106,11 +106,18 @@ impl Env<'_> {
                 reasons.extend(changes);
             }
         }
-        if self
-            .project
-            .store()
-            .output_dir(&decl.name, &fingerprint)
-            .is_dir()
+        // A stage that acts outside its output (publishing) must act again: restoring its old
+        // output would bring back a receipt for something that is no longer there.
+        let side_effects = self
+            .registry
+            .get(&decl.kind)
+            .is_some_and(|stage| stage.side_effects());
+        if !side_effects
+            && self
+                .project
+                .store()
+                .output_dir(&decl.name, &fingerprint)
+                .is_dir()
         {
             return Assessment::Restorable {
                 ingredients: work.ingredients,

@@ -64,4 +64,19 @@ fn dir_targets_publish_once() {
         p.read("published/dataset/data/train-00000-of-00001.parquet"),
         "three rows\n"
     );
+
+    // Back to the first data: split and train come back from the run cache, but publishing
+    // is done again, so the published folders hold the first data, not the second.
+    p.write("data/rows.txt", "two rows\n");
+    let mut ran = p.ran(&[]);
+    ran.sort();
+    assert_eq!(ran, ["push", "upload"]);
+    assert_eq!(
+        p.read("published/dataset/data/train-00000-of-00001.parquet"),
+        "two rows\n"
+    );
+    assert_eq!(
+        p.read("published/adapter/adapter_model.safetensors"),
+        "two rows\n"
+    );
 }

@@ -61,5 +61,12 @@ pub trait Stage: Send + Sync {
         false
     }
 
+    /// Whether running the stage changes something outside its output directory (a published
+    /// folder, a hub repository). Such a stage is never restored from the run cache: it runs
+    /// again, so that what it publishes matches the pipeline.
+    fn side_effects(&self) -> bool {
+        false
+    }
+
     fn run(&self, ctx: &mut Context<'_>) -> Result<(), StageError>;
 }

@@ -19,6 +19,8 @@ pub trait TypedStage: Send + Sync {
     const CODE_VERSION: u32;
     const INPUTS: &'static [InputSlot];
     const RESUMABLE: bool = false;
+    /// See [`Stage::side_effects`](crate::Stage::side_effects).
+    const SIDE_EFFECTS: bool = false;
     type Params: Params;
 
     fn outputs(&self, params: &Self::Params) -> Vec<PathBuf>;
@@ -92,6 +94,10 @@ impl<T: TypedStage> Stage for T {
 
     fn resumable(&self) -> bool {
         T::RESUMABLE
+    }
+
+    fn side_effects(&self) -> bool {
+        T::SIDE_EFFECTS
     }
 
     fn run(&self, ctx: &mut Context<'_>) -> Result<(), StageError> {

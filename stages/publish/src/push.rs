@@ -19,6 +19,7 @@ pub struct Push {
 impl TypedStage for Push {
     const KIND: &'static str = "push";
     const CODE_VERSION: u32 = 1;
+    const SIDE_EFFECTS: bool = true;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "adapter",

@@ -19,6 +19,7 @@ pub struct Upload {
 impl TypedStage for Upload {
     const KIND: &'static str = "upload";
     const CODE_VERSION: u32 = 1;
+    const SIDE_EFFECTS: bool = true;
     const INPUTS: &'static [InputSlot] = &[
         InputSlot {
             name: "dataset",
