@@ -8,12 +8,12 @@ use std::time::Duration;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde::de::DeserializeOwned;
+use tigerflow_https::error_chain;
 use tigerflow_stage::Reporter;
 
 use super::error::HubError;
 use super::retry::RetryPolicy;
 use super::token::{Token, TokenSource, find_token};
-use super::trust;
 use crate::target::RepoName;
 
 /// The public hub, used unless `HF_ENDPOINT` says otherwise.
@@ -115,16 +115,8 @@ impl<'a> Hub<'a> {
         revision: &str,
         reporter: &'a dyn Reporter,
     ) -> Result<Hub<'a>, HubError> {
-        trust::install_crypto_provider();
-        let roots =
-            trust::extra_roots(config.ssl_cert_file.as_deref()).map_err(HubError::Client)?;
-        let http = Client::builder()
-            .user_agent(concat!("tigerflow/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .timeout(config.timeout)
-            .tls_certs_merge(roots)
-            .build()
-            .map_err(|e| HubError::Client(error_chain(&e)))?;
+        let http = tigerflow_https::client(config.timeout, config.ssl_cert_file.as_deref())
+            .map_err(HubError::Client)?;
         Ok(Hub {
             http,
             config: HubConfig {
@@ -280,18 +272,6 @@ impl<'a> Hub<'a> {
             message: format!("{e} in `{}`", text.chars().take(200).collect::<String>()),
         })
     }
-}
-
-/// reqwest's top-level message is terse ("error sending request"); the causes say why.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// Percent-encodes one URL path segment (a branch name may contain `/`).

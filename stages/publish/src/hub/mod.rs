@@ -9,7 +9,6 @@ mod preupload;
 mod repo;
 mod retry;
 mod token;
-mod trust;
 
 pub use client::{DEFAULT_ENDPOINT, Hub, HubConfig, RepoKind};
 pub use commit::CommitInfo;

@@ -1,13 +1,16 @@
-//! The certificate roots the hub client trusts: the system store, plus the PEM bundle named by
-//! `SSL_CERT_FILE` (a corporate proxy's CA, say).
+//! The HTTPS client that model downloads and hub publishing share. It trusts the system store,
+//! plus the PEM bundle named by `SSL_CERT_FILE` (networks with TLS inspection install their CA
+//! there).
 //!
 //! rustls' platform verifier reads the system store, but when `SSL_CERT_FILE` is set it reads
 //! that file *instead*; so in that case the system bundles are added back explicitly.
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
+use std::time::Duration;
 
 use reqwest::Certificate;
+use reqwest::blocking::Client;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -20,9 +23,35 @@ const SYSTEM_CERT_DIRS: &[&str] = &[
     "/usr/local/share/certs",
 ];
 
+/// A blocking client with tigerflow's user agent, a 30 s connect timeout, `timeout` for whole
+/// requests, and the trust settings above (`ssl_cert_file`: the value of `SSL_CERT_FILE`).
+pub fn client(timeout: Duration, ssl_cert_file: Option<&Path>) -> Result<Client, String> {
+    install_crypto_provider();
+    Client::builder()
+        .user_agent(concat!("tigerflow/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(timeout)
+        .tls_certs_merge(extra_roots(ssl_cert_file)?)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))
+}
+
+/// An error with its causes: reqwest's top-level message is terse ("error sending request"),
+/// the causes say why.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
 /// Installs ring as rustls' process-wide crypto provider, once. reqwest is built without its
 /// own provider (aws-lc-rs needs cmake to build).
-pub fn install_crypto_provider() {
+fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Another part of the process may have installed one already; that one is fine too.
@@ -31,7 +60,7 @@ pub fn install_crypto_provider() {
 }
 
 /// Extra roots to merge into the platform verifier: empty unless `SSL_CERT_FILE` is set.
-pub fn extra_roots(ssl_cert_file: Option<&Path>) -> Result<Vec<Certificate>, String> {
+fn extra_roots(ssl_cert_file: Option<&Path>) -> Result<Vec<Certificate>, String> {
     let Some(file) = ssl_cert_file else {
         return Ok(Vec::new());
     };
