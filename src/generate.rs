@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tigerflow_llm::adapters::attach_peft;
 use tigerflow_llm::backend::Backend;
+use tigerflow_llm::device::{DeviceSpec, OnBackend, run_on};
 use tigerflow_llm::generate::{GenerationConfig, generate};
 use tigerflow_llm::open::ModelFiles;
 use tigerflow_llm::peft::PeftAdapter;
@@ -46,9 +47,12 @@ pub struct GenerateArgs {
     /// Random seed for sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Where to run: cpu, or cuda (in builds with the `cuda` feature).
+    /// Where to run: cpu, cuda or cuda:N (CUDA in builds with the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Compute in f32 on CUDA instead of bf16 (the CPU always computes in f32).
+    #[arg(long)]
+    pub f32: bool,
     /// Stop before this string (repeatable), e.g. "\n### " to end at the next chat turn.
     #[arg(long)]
     pub stop: Vec<String>,
@@ -173,18 +177,25 @@ fn run_inner(args: &GenerateArgs, pipeline_file: &Path, registry: &Registry) -> 
         prompt: &args.prompt,
         config: &config,
     };
-    match args.device.as_str() {
-        "cpu" => generate_on::<tigerflow_llm::backend::CpuBackend>(&request, &Default::default()),
-        #[cfg(feature = "cuda")]
-        "cuda" => generate_on::<tigerflow_llm::backend::CudaBackend>(&request, &Default::default()),
-        other => Err(format!(
-            "--device {other}: unknown or not built in; fix: use cpu{}",
-            if cfg!(feature = "cuda") {
-                " or cuda"
-            } else {
-                " (cuda needs a build with --features cuda)"
-            }
-        )),
+    let spec = DeviceSpec::parse(&args.device).map_err(|m| format!("--device: {m}"))?;
+    run_on(
+        spec,
+        !args.f32,
+        &tigerflow::cache_dir(),
+        Generation { request: &request },
+    )
+    .map_err(|m| format!("--device: {m}"))?
+}
+
+/// The command's work, for whichever backend `--device` selects.
+struct Generation<'r, 'a> {
+    request: &'r Request<'a>,
+}
+
+impl OnBackend for Generation<'_, '_> {
+    type Output = Result<(), String>;
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        generate_on::<B>(self.request, &device)
     }
 }
 

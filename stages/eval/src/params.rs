@@ -28,6 +28,8 @@ pub struct EvalParams {
     pub max_new_tokens: usize,
     /// `"cpu"`, `"cuda"` or `"cuda:N"`.
     pub device: String,
+    /// Compute in bf16 on CUDA, as training does; the CPU backend always computes in f32.
+    pub bf16: bool,
 }
 
 impl Default for EvalParams {
@@ -43,6 +45,7 @@ impl Default for EvalParams {
             num_prompts: 3,
             max_new_tokens: 48,
             device: "cpu".into(),
+            bf16: true,
         }
     }
 }
@@ -67,7 +70,7 @@ impl Params for EvalParams {
                 "must be ≥ 1; fix: remove it to evaluate every test sample",
             ));
         }
-        tigerflow_train::device::TrainDevice::parse(&self.device)
+        tigerflow_llm::device::DeviceSpec::parse(&self.device)
             .map_err(|m| ParamError::new(&["device"], m))?;
         Ok(())
     }

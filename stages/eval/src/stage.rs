@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use tigerflow_llm::adapters::attach_peft;
+use tigerflow_llm::device::{DeviceSpec, OnBackend, run_on};
 use tigerflow_llm::peft::PeftAdapter;
 use tigerflow_stage::{Context, InputSlot, StageError, TypedStage};
 use tigerflow_train::base::{BaseSpec, LoadedBase, load_base};
 use tigerflow_train::data::{read_texts, wrap};
-use tigerflow_train::device::TrainDevice;
 use tigerflow_train::packing::pack;
 use tigerflow_train::plot::{loss_series, lr_series, svg};
 use tigerflow_train::trainer::evaluate;
@@ -52,22 +52,24 @@ impl TypedStage for EvalStage {
     }
 
     fn run(&self, params: &EvalParams, ctx: &mut Context<'_>) -> Result<(), StageError> {
-        match TrainDevice::parse(&params.device).map_err(StageError::Failed)? {
-            TrainDevice::Cpu => {
-                run_on::<tigerflow_llm::backend::CpuBackend>(params, ctx, Default::default())
-            }
-            #[cfg(feature = "cuda")]
-            TrainDevice::Cuda(index) => run_on::<tigerflow_llm::backend::CudaBackend>(
-                params,
-                ctx,
-                burn::backend::cuda::CudaDevice::new(index),
-            ),
-            #[cfg(not(feature = "cuda"))]
-            TrainDevice::Cuda(_) => Err(StageError::Failed(format!(
-                "stage `{}`: device = {:?} needs a build with CUDA; fix: rebuild with `cargo build --release --features cuda` or set device = \"cpu\"",
-                ctx.stage_name, params.device
-            ))),
-        }
+        let spec = DeviceSpec::parse(&params.device).map_err(StageError::Failed)?;
+        let cache_dir = ctx.cache_dir;
+        let stage = ctx.stage_name;
+        run_on(spec, params.bf16, cache_dir, Evaluation { params, ctx })
+            .map_err(|m| StageError::Failed(format!("stage `{stage}`: {m}")))?
+    }
+}
+
+/// The stage's work, for whichever backend `device` selects.
+struct Evaluation<'p, 'c, 'r> {
+    params: &'p EvalParams,
+    ctx: &'c mut Context<'r>,
+}
+
+impl OnBackend for Evaluation<'_, '_, '_> {
+    type Output = Result<(), StageError>;
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        evaluate_on::<B>(self.params, self.ctx, device)
     }
 }
 
@@ -87,7 +89,7 @@ fn opening(text: &str) -> String {
     format!("{}\n", text.lines().next().unwrap_or_default())
 }
 
-fn run_on<B: Backend>(
+fn evaluate_on<B: Backend>(
     params: &EvalParams,
     ctx: &mut Context<'_>,
     device: B::Device,

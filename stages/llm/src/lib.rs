@@ -3,6 +3,9 @@
 pub mod adapters;
 pub mod backend;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 pub mod generate;
 pub mod gguf;
 pub mod gguf_weights;

@@ -24,15 +24,19 @@ pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 2>)
         .reshape(out_dims)
 }
 
+/// The frozen weight of a projection: dense, or NF4 (QLoRA) dequantized at every use.
+#[derive(Module, Debug)]
+pub enum BaseWeight<B: Backend> {
+    Dense(Param<Tensor<B, 2>>),
+    Nf4(Nf4Weight<B>),
+}
+
 /// A bias-free linear map whose weight keeps the Hugging Face layout `[out, in]`, so weights and
-/// adapters map 1:1 to transformers and PEFT tensors; `forward` computes `x · Wᵀ`.
-///
-/// The frozen base is either the dense `weight` or, for QLoRA, an NF4 weight dequantized at
-/// every use (then `weight` is an empty placeholder). An optional LoRA adapter adds its update.
+/// adapters map 1:1 to transformers and PEFT tensors; `forward` computes `x · Wᵀ`. An optional
+/// LoRA adapter adds its update.
 #[derive(Module, Debug)]
 pub struct Projection<B: Backend> {
-    pub weight: Param<Tensor<B, 2>>,
-    pub nf4: Option<Nf4Weight<B>>,
+    pub base: BaseWeight<B>,
     pub lora: Option<LoraAdapter<B>>,
 }
 
@@ -40,27 +44,24 @@ impl<B: Backend> Projection<B> {
     /// Wraps a dense `[out, in]` weight as a frozen parameter.
     pub fn new(weight: Tensor<B, 2>) -> Self {
         Self {
-            weight: Param::from_tensor(weight).set_require_grad(false),
-            nf4: None,
+            base: BaseWeight::Dense(Param::from_tensor(weight).set_require_grad(false)),
             lora: None,
         }
     }
 
     /// A projection whose frozen base is stored in NF4.
     pub fn quantized(weight: Nf4Weight<B>) -> Self {
-        let placeholder = Tensor::zeros([0, 0], &weight.device());
         Self {
-            weight: Param::from_tensor(placeholder).set_require_grad(false),
-            nf4: Some(weight),
+            base: BaseWeight::Nf4(weight),
             lora: None,
         }
     }
 
     /// `[.., in] → [.., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let base = match &self.nf4 {
-            Some(q) => q.dequantize(),
-            None => self.weight.val(),
+        let base = match &self.base {
+            BaseWeight::Dense(w) => w.val(),
+            BaseWeight::Nf4(q) => q.dequantize(),
         };
         let y = linear(x.clone(), base);
         match &self.lora {
@@ -71,9 +72,9 @@ impl<B: Backend> Projection<B> {
 
     /// `(out, in)`.
     pub fn shape(&self) -> (usize, usize) {
-        let [out, inp] = match &self.nf4 {
-            Some(q) => q.shape(),
-            None => self.weight.val().dims(),
+        let [out, inp] = match &self.base {
+            BaseWeight::Dense(w) => w.val().dims(),
+            BaseWeight::Nf4(q) => q.shape(),
         };
         (out, inp)
     }

@@ -10,6 +10,7 @@
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use rayon::prelude::*;
 
 /// The NF4 code book (`get_4bit_type("nf4")`); the index is the 4-bit code.
 pub const NF4_CODE: [f32; 16] = [
@@ -197,24 +198,29 @@ impl DoubleQuant {
 
 /// Blockwise absmax quantization against a sorted code book: `scaled = clamp(x * (1/absmax),
 /// -1, 1)`, then the index of the nearest code (the first one on a tie, as `argmin` does).
+/// Blocks are independent, so they are quantized in parallel: a 7B model has 100 million.
 fn quantize_blockwise(values: &[f32], blocksize: usize, code: &[f32]) -> (Vec<u8>, Vec<f32>) {
-    let mut codes = Vec::with_capacity(values.len());
-    let mut absmax = Vec::with_capacity(values.len().div_ceil(blocksize));
-    for block in values.chunks(blocksize) {
-        let max = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        absmax.push(max);
-        let inv = 1.0 / max;
-        codes.extend(block.iter().map(|&v| {
-            // An all-zero block gives 0 * inf = NaN; it stores the code of 0.0 so that it
-            // dequantizes to exact zeros.
-            let scaled = (v * inv).clamp(-1.0, 1.0);
-            if scaled.is_nan() {
-                zero_code(code)
-            } else {
-                nearest(code, scaled)
+    let mut codes = vec![0u8; values.len()];
+    let mut absmax = vec![0f32; values.len().div_ceil(blocksize)];
+    codes
+        .par_chunks_mut(blocksize)
+        .zip(values.par_chunks(blocksize))
+        .zip(absmax.par_iter_mut())
+        .for_each(|((out, block), max_out)| {
+            let max = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            *max_out = max;
+            let inv = 1.0 / max;
+            for (c, &v) in out.iter_mut().zip(block) {
+                // An all-zero block gives 0 * inf = NaN; it stores the code of 0.0 so that it
+                // dequantizes to exact zeros.
+                let scaled = (v * inv).clamp(-1.0, 1.0);
+                *c = if scaled.is_nan() {
+                    zero_code(code)
+                } else {
+                    nearest(code, scaled)
+                };
             }
-        }));
-    }
+        });
     (codes, absmax)
 }
 
@@ -291,14 +297,18 @@ pub struct Nf4Weight<B: Backend> {
 
 impl<B: Backend> Nf4Weight<B> {
     fn new(nf4: &Nf4Tensor, device: &B::Device) -> Self {
-        let codes = nf4.codes();
-        let words: Vec<i32> = codes
-            .chunks(8)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |w, (j, &c)| w | (u32::from(c) << (4 * j))) as i32
+        // Four packed bytes hold elements 8k..8k+8, each byte high nibble first; a word wants
+        // element 8k + j in bits 4j..4j+4, which is the bytes with their nibbles swapped, read
+        // little-endian.
+        let words: Vec<i32> = nf4
+            .packed
+            .par_chunks(4)
+            .map(|bytes| {
+                let mut word = [0u8; 4];
+                for (w, b) in word.iter_mut().zip(bytes) {
+                    *w = b.rotate_left(4);
+                }
+                u32::from_le_bytes(word) as i32
             })
             .collect();
         let n_words = words.len();

@@ -4,7 +4,6 @@ pub mod adamw;
 pub mod base;
 pub mod checkpoint;
 pub mod data;
-pub mod device;
 pub mod metrics;
 mod model_card;
 pub mod packing;

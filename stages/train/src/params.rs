@@ -55,8 +55,9 @@ pub struct TrainParams {
     pub lr_scheduler: LrScheduler,
     /// Optimizer steps of linear warmup.
     pub warmup_steps: usize,
-    /// Accepted for config compatibility and recorded; tigerflow currently computes in f32 on
-    /// every backend (burn's CPU backend has no fast bf16 matmul) and says so in its outputs.
+    /// Compute in bf16 on CUDA (weights, activations, adapters and optimizer state, as axolotl
+    /// does with `bf16: true`). The CPU backend always computes in f32 (burn-flex has no fast
+    /// bf16 matmul); the dtype used is written to `train_report.json`.
     pub bf16: bool,
     /// Recompute each decoder layer in the backward pass instead of keeping its activations.
     pub gradient_checkpointing: bool,
@@ -277,7 +278,7 @@ impl Params for TrainParams {
                 "must be ≥ 1; fix: remove it to save every eval_steps".into(),
             )?;
         }
-        crate::device::TrainDevice::parse(&self.device)
+        tigerflow_llm::device::DeviceSpec::parse(&self.device)
             .map_err(|m| ParamError::new(&["device"], m))?;
         Ok(())
     }

@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde_json::json;
+use tigerflow_llm::device::{DeviceSpec, OnBackend, gpu_cache_dir, run_on};
 use tigerflow_llm::lora::LoraConfig;
 use tigerflow_llm::peft::AdapterConfig;
 use tigerflow_stage::{Context, InputSlot, Reporter, StageError, TypedStage};
@@ -13,7 +14,6 @@ use tigerflow_stage::{Context, InputSlot, Reporter, StageError, TypedStage};
 use crate::adamw::AdamWConfig;
 use crate::base::{BaseSpec, LoadedBase, is_local, load_base};
 use crate::data::{read_texts, wrap};
-use crate::device::TrainDevice;
 use crate::metrics::{MetricsLine, read};
 use crate::model_card::model_card;
 use crate::packing::pack;
@@ -61,32 +61,36 @@ impl TypedStage for TrainStage {
     }
 
     fn run(&self, params: &TrainParams, ctx: &mut Context<'_>) -> Result<(), StageError> {
-        match TrainDevice::parse(&params.device).map_err(StageError::Failed)? {
-            TrainDevice::Cpu => run_on::<Autodiff<tigerflow_llm::backend::CpuBackend>>(
-                params,
-                ctx,
-                Default::default(),
-            ),
-            #[cfg(feature = "cuda")]
-            TrainDevice::Cuda(index) => run_on::<Autodiff<tigerflow_llm::backend::CudaBackend>>(
-                params,
-                ctx,
-                burn::backend::cuda::CudaDevice::new(index),
-            ),
-            #[cfg(not(feature = "cuda"))]
-            TrainDevice::Cuda(_) => Err(StageError::Failed(format!(
-                "stage `{}`: device = {:?} needs a build with CUDA; fix: rebuild with `cargo build --release --features cuda` or set device = \"cpu\"",
-                ctx.stage_name, params.device
-            ))),
-        }
+        let spec = DeviceSpec::parse(&params.device).map_err(StageError::Failed)?;
+        let cache_dir = ctx.cache_dir;
+        let stage = ctx.stage_name;
+        run_on(spec, params.bf16, cache_dir, Training { params, ctx, spec })
+            .map_err(|m| StageError::Failed(format!("stage `{stage}`: {m}")))?
+    }
+}
+
+/// The stage's work, for whichever backend `device` selects.
+struct Training<'p, 'c, 'r> {
+    params: &'p TrainParams,
+    ctx: &'c mut Context<'r>,
+    spec: DeviceSpec,
+}
+
+impl OnBackend for Training<'_, '_, '_> {
+    type Output = Result<(), StageError>;
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        train_on::<Autodiff<B>>(self.params, self.ctx, self.spec, device)
     }
 }
 
 /// Reports training progress on the stage's progress line.
 struct Progress<'a> {
     reporter: &'a dyn Reporter,
-    started: Instant,
-    first_step: usize,
+    /// Shown until the first step is done (which compiles the GPU kernels on a cold cache).
+    first_step_note: Option<String>,
+    /// When and at which step the first step of this attempt ended: the ETA counts from there,
+    /// so that kernel compilation in step one does not inflate it.
+    first_done: Option<(Instant, usize)>,
 }
 
 impl Observer for Progress<'_> {
@@ -94,20 +98,25 @@ impl Observer for Progress<'_> {
         self.reporter
             .begin("training", Some(total_steps as u64), "steps");
         self.reporter.set_position(resumed_at as u64);
-        self.first_step = resumed_at;
-        self.started = Instant::now();
+        if let Some(note) = &self.first_step_note {
+            self.reporter.set_message(note);
+        }
     }
 
     fn step_done(&mut self, line: &MetricsLine, total_steps: usize) {
         self.reporter.set_position(line.step as u64);
-        let done = (line.step - self.first_step).max(1) as f64;
-        let eta = self.started.elapsed().as_secs_f64() / done * (total_steps - line.step) as f64;
+        let (since, at) = *self.first_done.get_or_insert((Instant::now(), line.step));
+        let eta = match line.step - at {
+            0 => String::from("…"),
+            done => format_eta(
+                since.elapsed().as_secs_f64() / done as f64 * (total_steps - line.step) as f64,
+            ),
+        };
         self.reporter.set_message(&format!(
-            "loss {:.4} lr {:.2e} {:.0} tok/s ETA {}",
+            "loss {:.4} lr {:.2e} {:.0} tok/s ETA {eta}",
             line.loss.unwrap_or(f64::NAN),
             line.lr.unwrap_or(0.0),
             line.tokens_per_s.unwrap_or(0.0),
-            format_eta(eta)
         ));
     }
 
@@ -164,9 +173,10 @@ fn split_file(dir: &Path, name: &str) -> PathBuf {
     }
 }
 
-fn run_on<B: AutodiffBackend>(
+fn train_on<B: AutodiffBackend>(
     params: &TrainParams,
     ctx: &mut Context<'_>,
+    spec: DeviceSpec,
     device: B::Device,
 ) -> Result<(), StageError> {
     let data = ctx.input("data")?.to_owned();
@@ -235,8 +245,14 @@ fn run_on<B: AutodiffBackend>(
     );
     let mut progress = Progress {
         reporter: ctx.reporter,
-        started: Instant::now(),
-        first_step: 0,
+        first_step_note: match spec {
+            DeviceSpec::Cpu => None,
+            DeviceSpec::Cuda(_) => Some(format!(
+                "step 1 compiles and autotunes GPU kernels (minutes on a cold cache; kept in {})",
+                gpu_cache_dir(ctx.cache_dir).display()
+            )),
+        },
+        first_done: None,
     };
     let outcome = train(
         &mut model,
@@ -264,7 +280,8 @@ fn run_on<B: AutodiffBackend>(
     let report = json!({
         "base_model": params.base_model,
         "base_model_resolved": resolved,
-        "compute_dtype": compute_dtype(params),
+        "device": spec.to_string(),
+        "compute_dtype": spec.dtype(params.bf16),
         "train_samples": train_samples.len(),
         "train_samples_dropped": packed.dropped,
         "train_rows": rows,
@@ -287,14 +304,6 @@ fn run_on<B: AutodiffBackend>(
     let card_path = adapter_dir.join("README.md");
     std::fs::write(&card_path, card)
         .map_err(|e| StageError::io(format!("writing {}", card_path.display()), e))
-}
-
-fn compute_dtype(params: &TrainParams) -> &'static str {
-    if params.bf16 {
-        "f32 (bf16 requested; tigerflow computes in f32 on every backend)"
-    } else {
-        "f32"
-    }
 }
 
 fn outcome_summary(outcome: &Outcome) -> String {

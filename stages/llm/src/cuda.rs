@@ -1,0 +1,56 @@
+//! The CUDA runtime's settings, made once per process before the first kernel runs.
+//!
+//! burn's CUDA backend (cubecl) compiles every kernel with NVRTC on first use and autotunes each
+//! new matmul shape by compiling and timing candidate kernels; a cold training step of a small
+//! model spends minutes there. cubecl can keep both the compiled kernels and the autotune results
+//! on disk, but by default it caches neither kernels nor (outside a cargo project) autotune
+//! results anywhere a user would look. tigerflow keeps both under its own cache directory, so
+//! that the second run of a pipeline starts in seconds and `rm -r` of one folder resets it.
+
+use std::path::Path;
+use std::sync::Once;
+
+use cubecl::Runtime;
+use cubecl::config::{
+    CubeClRuntimeConfig, RuntimeConfig, autotune::AutotuneLevel, cache::CacheConfig,
+};
+use cubecl::cuda::{CudaDevice, CudaRuntime};
+
+use crate::device::gpu_cache_dir;
+
+/// The autotune level when neither `CUBECL_AUTOTUNE_LEVEL` nor a `cubecl.toml` says otherwise.
+/// `minimal` tries the fewest candidate kernels per new matmul shape; see BENCHMARKS.md
+/// ("GPU start-up") for what each level costs on a cold cache and what it gains per step.
+const AUTOTUNE_LEVEL: AutotuneLevel = AutotuneLevel::Minimal;
+
+/// Sets cubecl's global configuration once: a `cubecl.toml` found from the current directory
+/// upward is honoured, then tigerflow fills in the kernel cache, the autotune cache and the
+/// autotune level where that file left cubecl's defaults, then `CUBECL_*` environment
+/// variables apply on top.
+pub fn configure(cache_dir: &Path) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let root = gpu_cache_dir(cache_dir);
+        let mut config = CubeClRuntimeConfig::from_current_dir();
+        if config.compilation.cache.is_none() {
+            config.compilation.cache = Some(CacheConfig::File(root.join("kernels")));
+        }
+        if matches!(config.autotune.cache, CacheConfig::Target) {
+            config.autotune.cache = CacheConfig::File(root.join("autotune"));
+        }
+        if matches!(config.autotune.level, AutotuneLevel::Balanced) {
+            config.autotune.level = AUTOTUNE_LEVEL;
+        }
+        CubeClRuntimeConfig::set(config.override_from_env());
+    });
+}
+
+/// Bytes of device memory that burn's allocator holds on `index` (for this thread's stream).
+/// The allocator keeps what it reserved, so read after a few steps this is the peak reserved,
+/// the figure to compare with `torch.cuda.max_memory_reserved()`.
+pub fn reserved_bytes(index: usize) -> Option<u64> {
+    CudaRuntime::client(&CudaDevice::new(index))
+        .memory_usage()
+        .ok()
+        .map(|usage| usage.bytes_reserved)
+}
