@@ -55,6 +55,9 @@ enum Command {
     /// Continues a chat with the base model and the latest trained adapter.
     #[cfg(feature = "ml-stages")]
     Generate(crate::generate::GenerateArgs),
+    /// Measures training speed on a model shape with random weights (no download).
+    #[cfg(feature = "ml-stages")]
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,6 +113,10 @@ pub fn main(registry: Registry) -> i32 {
     #[cfg(feature = "ml-stages")]
     if let Command::Generate(args) = &cli.command {
         return crate::generate::run(args, &pipeline_file, &registry);
+    }
+    #[cfg(feature = "ml-stages")]
+    if let Command::Bench(args) = &cli.command {
+        return crate::bench::run(args);
     }
     match dispatch(&cli, &pipeline_file, &registry) {
         Ok(code) => code,
@@ -172,7 +179,9 @@ fn dispatch(cli: &Cli, pipeline_file: &std::path::Path, registry: &Registry) -> 
             Ok(0)
         }
         #[cfg(feature = "ml-stages")]
-        Command::Generate(_) => unreachable!("handled before the project is opened"),
+        Command::Generate(_) | Command::Bench(_) => {
+            unreachable!("handled before the project is opened")
+        }
     }
 }
 

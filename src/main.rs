@@ -1,6 +1,8 @@
 //! The `tigerflow` command line: parses arguments and hands them to the engine, or to the
 //! generation front end for `tigerflow generate`.
 
+#[cfg(feature = "ml-stages")]
+mod bench;
 mod cli;
 #[cfg(feature = "ml-stages")]
 mod generate;

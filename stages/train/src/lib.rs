@@ -2,6 +2,7 @@
 
 pub mod adamw;
 pub mod base;
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod metrics;
