@@ -1,21 +1,35 @@
 //! Helpers shared by the trainer tests: tiny models and fixture readers.
 #![allow(dead_code)]
 
+#[cfg(feature = "cuda")]
+pub mod gpu;
+
 use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::SafeTensors;
+use tigerflow_llm::adapters::attach_fresh;
+use tigerflow_llm::adapters::{attach_peft, layer_adapters};
 use tigerflow_llm::backend::CpuBackend;
 use tigerflow_llm::config::LlamaConfig;
 use tigerflow_llm::linear::Projection;
 use tigerflow_llm::lora::{ALL_LINEAR, LoraConfig};
 use tigerflow_llm::model::Llama;
+use tigerflow_llm::peft::PeftAdapter;
 use tigerflow_llm::safetensors_dir::SafetensorsDir;
 use tigerflow_llm::weights::{load_llama, nf4 as quantize_nf4};
+use tigerflow_train::adamw::AdamW;
 use tigerflow_train::adamw::AdamWConfig;
+use tigerflow_train::packing::{Batch, IGNORE};
+use tigerflow_train::packing::{collate, pack};
 use tigerflow_train::schedule::LrScheduler;
+use tigerflow_train::schedule::Schedule;
+use tigerflow_train::step::{eval_nll_sum, inference_model};
 use tigerflow_train::trainer::Settings;
+use tigerflow_train::trainer::{Accumulated, accumulate, apply_update};
 
 pub type B = Autodiff<CpuBackend>;
 
@@ -25,19 +39,23 @@ pub fn fixture_dir() -> PathBuf {
 
 /// The tiny random Llama of the PEFT fixture, dense or NF4.
 pub fn tiny_model(nf4: bool) -> Llama<B> {
+    tiny_model_on::<B>(nf4, &Default::default())
+}
+
+/// [`tiny_model`] on any backend (the GPU tests compare backends).
+pub fn tiny_model_on<M: Backend>(nf4: bool, device: &M::Device) -> Llama<M> {
     let dir = fixture_dir();
     let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
     let config = LlamaConfig::from_json(&text, "config.json").unwrap();
     let mut source = SafetensorsDir::open(&dir).unwrap();
-    let device = Default::default();
     let mut make = |_: &str, data: TensorData| {
         if nf4 {
-            quantize_nf4(data, 64, true, &device).unwrap()
+            quantize_nf4(data, 64, true, device).unwrap()
         } else {
-            Projection::new(Tensor::from_data(data, &device))
+            Projection::new(Tensor::from_data(data, device))
         }
     };
-    load_llama::<B>(&config, &mut source, &device, &mut make).unwrap()
+    load_llama::<M>(&config, &mut source, device, &mut make).unwrap()
 }
 
 pub fn all_linear() -> Vec<String> {
@@ -119,8 +137,8 @@ pub fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<i64> {
         .collect()
 }
 
-pub fn to_vec(t: Tensor<CpuBackend, 2>) -> Vec<f32> {
-    t.into_data().to_vec().unwrap()
+pub fn to_vec<M: Backend, const D: usize>(t: Tensor<M, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
 }
 
 pub fn max_rel(a: &[f32], b: &[f32]) -> f32 {
@@ -129,4 +147,198 @@ pub fn max_rel(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
         / scale
+}
+
+fn batch(st: &SafeTensors<'_>, step: usize, micro: usize) -> Batch {
+    let ids = i64s(st, &format!("step{step}.micro{micro}.input_ids"));
+    let labels = i64s(st, &format!("step{step}.micro{micro}.labels"));
+    let (rows, len) = (2, ids.len() / 2);
+    // Right padding is a segment of its own, as HF's attention mask hides it.
+    let mask = i64s(st, &format!("step{step}.micro{micro}.attention_mask"));
+    let segment_ids = mask.iter().map(|&m| if m == 1 { 0 } else { -1 }).collect();
+    Batch {
+        rows,
+        len,
+        position_ids: (0..rows).flat_map(|_| 0..len as i64).collect(),
+        target_tokens: labels.iter().filter(|&&l| l != IGNORE).count(),
+        input_ids: ids,
+        labels,
+        segment_ids,
+    }
+}
+
+/// Relative tolerances of [`check_peft_parity`].
+#[derive(Debug, Clone, Copy)]
+pub struct Tolerances {
+    pub loss: f64,
+    pub grad: f32,
+    pub norm: f64,
+}
+
+/// Ten optimizer steps of the tiny model on `device` against PEFT's losses, first-step
+/// gradients, gradient norms and learning rates, within `tol`.
+pub fn check_peft_parity<A: AutodiffBackend>(device: &A::Device, tol: Tolerances) {
+    let dir = fixture_dir();
+    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut model = tiny_model_on::<A>(false, device);
+    let adapter = PeftAdapter::load(&dir.join("adapter")).unwrap();
+    assert_eq!(adapter.modules.len(), 14);
+    attach_peft(&mut model, &adapter, device).unwrap();
+    let targets = all_linear();
+    let mut s = settings(0.0);
+    s.adamw.weight_decay = 0.0;
+    let mut optimizer = AdamW::new(s.adamw);
+    let schedule = Schedule {
+        kind: LrScheduler::Cosine,
+        peak: 1e-2,
+        warmup: 2,
+        total: 10,
+    };
+    let losses = f64s(&st, "losses");
+    let norms = f64s(&st, "grad_norms");
+    let lrs = f64s(&st, "lrs");
+    for step in 0..10 {
+        let batches = [batch(&st, step, 0), batch(&st, step, 1)];
+        let acc = accumulate(&model, &targets, &batches, 0, step % 2 == 0, device);
+        let loss = acc.loss();
+        assert!(
+            (loss - losses[step]).abs() / losses[step] < tol.loss,
+            "step {step}: loss {loss} vs PEFT {}",
+            losses[step]
+        );
+        assert!(
+            (schedule.lr(step) - lrs[step]).abs() < 1e-12,
+            "step {step}: lr"
+        );
+        if step == 0 {
+            let names: Vec<String> = model
+                .layers
+                .iter()
+                .enumerate()
+                .flat_map(|(i, l)| layer_adapters(i, l, &targets).into_iter().map(|(n, _)| n))
+                .collect();
+            for (name, (ga, gb)) in names.iter().zip(&acc.grads) {
+                let want_a = f32s(&st, &format!("grad.{name}.lora_A.weight"));
+                let want_b = f32s(&st, &format!("grad.{name}.lora_B.weight"));
+                assert!(
+                    to_vec(ga.clone()).iter().all(|g| *g == 0.0)
+                        && want_a.iter().all(|g| *g == 0.0),
+                    "{name}: lora_A grad is zero while B = 0"
+                );
+                let rel = max_rel(&to_vec(gb.clone()), &want_b);
+                assert!(
+                    rel < tol.grad,
+                    "{name}: lora_B grad differs (max rel {rel})"
+                );
+            }
+        }
+        let norm = apply_update(
+            &mut model,
+            &targets,
+            &mut optimizer,
+            acc.grads,
+            schedule.lr(step),
+            1.0,
+        );
+        assert!(
+            (norm - norms[step]).abs() / norms[step] < tol.norm,
+            "step {step}: grad norm {norm} vs {}",
+            norms[step]
+        );
+    }
+}
+
+/// The tiny dense model with fresh adapters whose lora_A varies (lora_B is zero).
+pub fn model_with_adapters<A: Backend>(device: &A::Device) -> Llama<A> {
+    let mut model = tiny_model_on::<A>(false, device);
+    let mut x = 0.1f32;
+    // Non-zero lora_B would need an optimizer step; a varied lora_A is enough to route gradients.
+    attach_fresh(
+        &mut model,
+        &all_linear(),
+        &settings(0.0).lora,
+        || {
+            x = (x * 7.3).fract();
+            x
+        },
+        device,
+    );
+    model
+}
+
+fn mean_loss<A: AutodiffBackend>(model: &Llama<A>, batches: &[Batch], device: &A::Device) -> f64 {
+    let inner = inference_model(model);
+    let nll: f64 = batches
+        .iter()
+        .map(|b| eval_nll_sum(&inner, b, device))
+        .sum();
+    nll / batches.iter().map(|b| b.target_tokens).sum::<usize>() as f64
+}
+
+/// Packing samples into shared rows changes neither the loss nor the gradients (within `tol`).
+pub fn check_packing<A: AutodiffBackend>(device: &A::Device, tol: f64) {
+    let model = model_with_adapters::<A>(device);
+    let data = samples(6, 3);
+    let packed = pack(&data, 48, true);
+    let unpacked = pack(&data, 48, false);
+    assert!(
+        packed.rows.len() < unpacked.rows.len(),
+        "the samples must actually share rows"
+    );
+    let a = mean_loss(&model, &[collate(&packed.rows, 0)], device);
+    let b = mean_loss(&model, &[collate(&unpacked.rows, 0)], device);
+    assert!((a - b).abs() / b < tol, "packed {a} vs unpacked {b}");
+    let targets = all_linear();
+    let ga = accumulate(
+        &model,
+        &targets,
+        &[collate(&packed.rows, 0)],
+        0,
+        false,
+        device,
+    );
+    let gb = accumulate(
+        &model,
+        &targets,
+        &[collate(&unpacked.rows, 0)],
+        0,
+        false,
+        device,
+    );
+    assert_same(&ga, &gb, "packed vs unpacked", tol);
+}
+
+fn assert_same<A: AutodiffBackend>(a: &Accumulated<A>, b: &Accumulated<A>, what: &str, tol: f64) {
+    assert_eq!(a.tokens, b.tokens, "{what}: tokens");
+    assert!(
+        (a.loss() - b.loss()).abs() / b.loss() < tol,
+        "{what}: loss {} vs {}",
+        a.loss(),
+        b.loss()
+    );
+    for (i, ((a_a, a_b), (b_a, b_b))) in a.grads.iter().zip(&b.grads).enumerate() {
+        for (x, y) in [(a_a, b_a), (a_b, b_b)] {
+            let rel = max_rel(&to_vec(x.clone()), &to_vec(y.clone()));
+            assert!(
+                f64::from(rel) <= tol,
+                "{what}: adapter {i} grads differ (max rel {rel})"
+            );
+        }
+    }
+}
+
+/// One micro-batch of four rows and four micro-batches of one row give the same step.
+pub fn check_accumulation<A: AutodiffBackend>(device: &A::Device, tol: f64) {
+    let model = model_with_adapters::<A>(device);
+    let rows = pack(&samples(4, 9), 16, false).rows;
+    assert_eq!(rows.len(), 4);
+    let targets = all_linear();
+    let singles: Vec<Batch> = rows
+        .iter()
+        .map(|r| collate(std::slice::from_ref(r), 0))
+        .collect();
+    let mb1_ga4 = accumulate(&model, &targets, &singles, 0, false, device);
+    let mb4_ga1 = accumulate(&model, &targets, &[collate(&rows, 0)], 0, false, device);
+    assert_same(&mb1_ga4, &mb4_ga1, "mb=1×ga=4 vs mb=4×ga=1", tol);
 }

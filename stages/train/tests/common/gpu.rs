@@ -1,0 +1,129 @@
+//! The GPU test set's checks, generic over the backend; `gpu_f32.rs` and `gpu_bf16.rs` run them
+//! on CUDA. They are two test binaries because burn fixes a device's float type with its first
+//! tensor, for the whole process.
+//!
+//!     cargo test --release --features cuda -p tigerflow-train --test gpu_f32 --test gpu_bf16
+//!
+//! Tolerances are relative to the reference's largest magnitude. cubecl's f32 matmul rounds
+//! like TF32 (about 3e-4 relative per product) and bf16 keeps 8 bits of mantissa (4e-3).
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use safetensors::SafeTensors;
+use tigerflow_llm::backend::CpuBackend;
+use tigerflow_llm::nf4::Nf4Tensor;
+use tigerflow_train::packing::{collate, pack};
+use tigerflow_train::trainer::accumulate;
+
+use super::*;
+
+/// How far a precision may stray from the CPU's f32.
+#[derive(Debug, Clone, Copy)]
+pub struct Precision {
+    /// Logits, losses and dequantized weights.
+    pub value: f32,
+    /// Gradients and gradient norms.
+    pub grad: f32,
+}
+
+pub const F32: Precision = Precision {
+    value: 2e-3,
+    grad: 1e-2,
+};
+pub const BF16: Precision = Precision {
+    value: 3e-2,
+    grad: 8e-2,
+};
+
+/// Logits of the tiny model on `M`, for a packed batch.
+fn logits_on<M: Backend>(nf4: bool, device: &M::Device) -> Vec<f32> {
+    let batch = collate(&pack(&samples(4, 5), 40, true).rows, 0);
+    let shape = [batch.rows, batch.len];
+    let ints = |v: &[i64]| -> Tensor<M, 2, Int> {
+        Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
+    };
+    let model = tiny_model_on::<M>(nf4, device);
+    to_vec(model.forward(
+        ints(&batch.input_ids),
+        ints(&batch.position_ids),
+        Some(ints(&batch.segment_ids)),
+    ))
+}
+
+/// Logits of the tiny model, dense and NF4, on `M` against the CPU's.
+pub fn check_logits<M: Backend>(device: &M::Device, p: Precision) {
+    for nf4 in [false, true] {
+        let cpu = logits_on::<CpuBackend>(nf4, &Default::default());
+        let gpu = logits_on::<M>(nf4, device);
+        let rel = max_rel(&gpu, &cpu);
+        assert!(
+            rel <= p.value,
+            "nf4 = {nf4}: logits differ from the CPU's (max rel {rel})"
+        );
+    }
+}
+
+/// NF4 dequantized on `M` against the host. In f32 both sides compute one correctly rounded
+/// product per element, so they must agree bit for bit.
+pub fn check_nf4<M: Backend>(device: &M::Device, p: Precision, exact: bool) {
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nf4.safetensors"),
+    )
+    .unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let values = f32s(&st, "double_quant.input");
+    let shape = st.tensor("double_quant.input").unwrap().shape().to_vec();
+    let q = Nf4Tensor::quantize(&values, [shape[0], shape[1]], 64, true).unwrap();
+    let host = q.dequantize();
+    let gpu = to_vec(q.to_device::<M>(device).dequantize());
+    if exact {
+        assert_eq!(gpu, host);
+    } else {
+        let rel = max_rel(&gpu, &host);
+        assert!(rel <= p.value, "dequantization (max rel {rel})");
+    }
+}
+
+/// PEFT parity, packing and accumulation on `M`.
+pub fn check_training<M: Backend>(device: &M::Device, p: Precision) {
+    check_peft_parity::<Autodiff<M>>(
+        device,
+        Tolerances {
+            loss: f64::from(p.value),
+            grad: p.grad,
+            norm: f64::from(p.grad),
+        },
+    );
+    check_packing::<Autodiff<M>>(device, f64::from(p.value));
+    check_accumulation::<Autodiff<M>>(device, f64::from(p.grad));
+}
+
+/// Layer-wise recompute equals the full graph on `M`, dropout on.
+pub fn check_recompute<M: Backend>(device: &M::Device, p: Precision) {
+    let mut model = tiny_model_on::<Autodiff<M>>(true, device);
+    let mut x = 0.3f32;
+    tigerflow_llm::adapters::attach_fresh(
+        &mut model,
+        &all_linear(),
+        &settings(0.2).lora,
+        || {
+            x = (x * 5.7).fract();
+            x
+        },
+        device,
+    );
+    let batch = collate(&pack(&samples(5, 1), 40, true).rows, 0);
+    let targets = all_linear();
+    let one = std::slice::from_ref(&batch);
+    let full = accumulate(&model, &targets, one, 11, false, device);
+    let recomputed = accumulate(&model, &targets, one, 11, true, device);
+    let loss_rel = (full.loss() - recomputed.loss()).abs() / full.loss();
+    assert!(loss_rel < f64::from(p.value), "loss (rel {loss_rel})");
+    for ((fa, fb), (ra, rb)) in full.grads.iter().zip(&recomputed.grads) {
+        for (f, r) in [(fa, ra), (fb, rb)] {
+            let rel = max_rel(&to_vec(r.clone()), &to_vec(f.clone()));
+            assert!(rel <= p.grad, "grads differ (max rel {rel})");
+        }
+    }
+}
