@@ -479,7 +479,11 @@ mod tests {
         let report =
             run::<burn::backend::Autodiff<CpuBackend>>(&settings, &Default::default(), || None)
                 .unwrap();
-        assert_eq!(report.tokens_per_step, 4 * 64);
+        // Four packed rows of at most 64 tokens; first fit leaves little room in any of them.
+        assert!(
+            (3 * 64..=4 * 64).contains(&report.tokens_per_step),
+            "{report:?}"
+        );
         assert!(report.tokens_per_s > 0.0 && report.step_ms > 0.0);
         assert!(report.breakdown.forward_ms > 0.0 && report.breakdown.optimizer_ms > 0.0);
         assert!(report.loss_first.is_finite() && report.loss_last.is_finite());
