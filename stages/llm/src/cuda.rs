@@ -19,8 +19,9 @@ use cubecl::cuda::{CudaDevice, CudaRuntime};
 use crate::device::gpu_cache_dir;
 
 /// The autotune level when neither `CUBECL_AUTOTUNE_LEVEL` nor a `cubecl.toml` says otherwise.
-/// `minimal` tries the fewest candidate kernels per new matmul shape; see BENCHMARKS.md
-/// ("GPU start-up") for what each level costs on a cold cache and what it gains per step.
+/// `minimal` tries the fewest candidate kernels per new matmul shape; even so a cold first step
+/// compiles for minutes (BENCHMARKS.md, "Training on a GPU", start-up). Other levels only compile
+/// more and were not measured.
 const AUTOTUNE_LEVEL: AutotuneLevel = AutotuneLevel::Minimal;
 
 /// Sets cubecl's global configuration once: a `cubecl.toml` found from the current directory
