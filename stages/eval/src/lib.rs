@@ -1,6 +1,5 @@
 //! The `eval` stage: base vs fine-tuned test loss, generations, and an HTML report.
 
-pub mod generate;
 pub mod params;
 pub mod report;
 pub mod stage;

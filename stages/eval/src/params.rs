@@ -17,6 +17,9 @@ pub struct EvalParams {
     pub sequence_len: usize,
     /// Rows per forward pass.
     pub micro_batch_size: usize,
+    /// Pad every batch to `micro_batch_size` rows of `sequence_len` tokens, as training does:
+    /// one shape, so GPU kernels compile once.
+    pub pad_to_sequence_len: bool,
     /// Evaluate only the first N test samples (all when absent).
     pub max_eval_samples: Option<usize>,
     /// Prompts to generate from; empty means the opening turn of the first `num_prompts` test
@@ -40,6 +43,7 @@ impl Default for EvalParams {
             double_quant: true,
             sequence_len: 4096,
             micro_batch_size: 2,
+            pad_to_sequence_len: true,
             max_eval_samples: None,
             prompts: Vec::new(),
             num_prompts: 3,
@@ -64,6 +68,15 @@ impl Params for EvalParams {
                 "must be ≥ 1 (got 0)",
             ));
         }
+        if let Some(i) = self.prompts.iter().position(|p| p.is_empty()) {
+            return Err(ParamError::new(
+                &["prompts"],
+                format!(
+                    "prompt {} is empty; fix: give every prompt some text",
+                    i + 1
+                ),
+            ));
+        }
         if self.max_eval_samples == Some(0) {
             return Err(ParamError::new(
                 &["max_eval_samples"],
@@ -73,5 +86,21 @@ impl Params for EvalParams {
         tigerflow_llm::device::DeviceSpec::parse(&self.device)
             .map_err(|m| ParamError::new(&["device"], m))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_prompt_is_refused_by_number() {
+        let params = EvalParams {
+            prompts: vec!["### Ann: hi".into(), String::new()],
+            ..EvalParams::default()
+        };
+        let err = params.validate().unwrap_err();
+        assert_eq!(err.path, ["prompts"]);
+        assert!(err.message.contains("prompt 2 is empty"), "{}", err.message);
     }
 }

@@ -6,15 +6,16 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use tigerflow_llm::adapters::attach_peft;
 use tigerflow_llm::device::{DeviceSpec, OnBackend, run_on};
+use tigerflow_llm::generate::generate_tokens;
 use tigerflow_llm::peft::PeftAdapter;
+use tigerflow_llm::sampling::{Sampler, SamplingConfig};
 use tigerflow_stage::{Context, InputSlot, StageError, TypedStage};
 use tigerflow_train::base::{BaseSpec, LoadedBase, load_base};
 use tigerflow_train::data::{read_texts, wrap};
-use tigerflow_train::packing::pack;
+use tigerflow_train::packing::{Padding, pack};
 use tigerflow_train::plot::{loss_series, lr_series, svg};
 use tigerflow_train::trainer::evaluate;
 
-use crate::generate::greedy;
 use crate::params::EvalParams;
 use crate::report::{EvalMetrics, Sample, Scores, render};
 
@@ -35,7 +36,7 @@ const INPUTS: &[InputSlot] = &[
 
 impl TypedStage for EvalStage {
     const KIND: &'static str = "eval";
-    const CODE_VERSION: u32 = 1;
+    const CODE_VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = INPUTS;
     type Params = EvalParams;
 
@@ -161,7 +162,18 @@ fn evaluate_on<B: Backend>(
     let generate_all = |model: &tigerflow_llm::model::Llama<B>| -> Result<Vec<String>, StageError> {
         encoded_prompts
             .iter()
-            .map(|p| tokenizer.decode(&greedy(model, p, params.max_new_tokens, &stop, &device)))
+            .map(|p| {
+                let mut greedy = Sampler::new(SamplingConfig::default());
+                let (ids, _) = generate_tokens(
+                    model,
+                    p,
+                    params.max_new_tokens,
+                    &mut greedy,
+                    &stop,
+                    &mut |_| true,
+                );
+                tokenizer.decode(&ids)
+            })
             .collect()
     };
     let no_tokens = || {
@@ -171,15 +183,20 @@ fn evaluate_on<B: Backend>(
         ))
     };
 
+    let padding = if params.pad_to_sequence_len {
+        Padding::fixed(tokenizer.pad, params.micro_batch_size, params.sequence_len)
+    } else {
+        Padding::longest(tokenizer.pad)
+    };
     ctx.reporter.begin("evaluating", Some(2), "models");
     let base_loss =
-        evaluate(&model, &rows, params.micro_batch_size, tokenizer.pad).ok_or_else(no_tokens)?;
+        evaluate(&model, &rows, params.micro_batch_size, padding).ok_or_else(no_tokens)?;
     let base_generations = generate_all(&model)?;
     ctx.reporter.set_position(1);
     attach_peft(&mut model, &adapter, &device)
         .map_err(|m| StageError::Failed(format!("{}: {m}", dir.display())))?;
     let tuned_loss =
-        evaluate(&model, &rows, params.micro_batch_size, tokenizer.pad).ok_or_else(no_tokens)?;
+        evaluate(&model, &rows, params.micro_batch_size, padding).ok_or_else(no_tokens)?;
     let tuned_generations = generate_all(&model)?;
     ctx.reporter.set_position(2);
     ctx.reporter.log(&format!(

@@ -4,7 +4,7 @@
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
-use crate::model::{KvCache, Llama};
+use crate::model::Llama;
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::tokenizer::{TextTokenizer, TokenizerError};
 
@@ -34,11 +34,17 @@ pub struct Generation {
     pub reason: StopReason,
 }
 
-/// Logits of the last position as a host vector.
-fn last_logits<B: Backend>(logits: Tensor<B, 3>) -> Vec<f32> {
-    let [_, len, vocab] = logits.dims();
+/// Prompts are right-padded to a multiple of this many tokens and the KV cache is sized in
+/// multiples of [`CACHE_BLOCK`]: on a GPU every new tensor shape compiles new kernels, so
+/// generation should meet only a few shapes, not one per prompt length or per token.
+const PROMPT_BLOCK: usize = 64;
+const CACHE_BLOCK: usize = 256;
+
+/// The logits at position `at` of the first row, as a host vector.
+fn logits_at<B: Backend>(logits: Tensor<B, 3>, at: usize) -> Vec<f32> {
+    let [_, _, vocab] = logits.dims();
     logits
-        .slice([0..1, len - 1..len, 0..vocab])
+        .slice([0..1, at..at + 1, 0..vocab])
         .into_data()
         .convert::<f32>()
         .into_vec()
@@ -50,8 +56,8 @@ fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> 
     Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
 }
 
-/// Generates token ids after `prompt` using the KV cache; `on_token` sees each new id and
-/// returns false to stop. Ends at any of `eos_ids`.
+/// Generates token ids after `prompt` (not empty) using the KV cache; `on_token` sees each new
+/// id and returns false to stop. Ends at any of `eos_ids`.
 pub fn generate_tokens<B: Backend>(
     model: &Llama<B>,
     prompt: &[u32],
@@ -61,10 +67,19 @@ pub fn generate_tokens<B: Backend>(
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> (Vec<u32>, StopReason) {
     let device = model.embed_tokens.val().device();
-    let mut cache = KvCache::new(model.layers.len());
+    let padded_len = prompt.len().next_multiple_of(PROMPT_BLOCK);
+    let mut cache = model.new_cache(
+        1,
+        (padded_len + max_new_tokens).next_multiple_of(CACHE_BLOCK),
+    );
+    // The padding repeats the last prompt token; its keys are dropped from the cache at once.
+    let mut padded = prompt.to_vec();
+    padded.resize(padded_len, *prompt.last().expect("a non-empty prompt"));
+    let prompt_logits = model.forward_cached(ids_tensor(&padded, &device), &mut cache);
+    cache.truncate(prompt.len());
+    let mut logits = logits_at(prompt_logits, prompt.len() - 1);
     let mut context = prompt.to_vec();
     let mut out = Vec::new();
-    let mut logits = last_logits(model.forward_cached(ids_tensor(prompt, &device), &mut cache));
     for _ in 0..max_new_tokens {
         let token = sampler.next(logits, &context);
         if eos_ids.contains(&token) {
@@ -75,7 +90,10 @@ pub fn generate_tokens<B: Backend>(
         if !on_token(token) {
             return (out, StopReason::StopString);
         }
-        logits = last_logits(model.forward_cached(ids_tensor(&[token], &device), &mut cache));
+        logits = logits_at(
+            model.forward_cached(ids_tensor(&[token], &device), &mut cache),
+            0,
+        );
     }
     (out, StopReason::MaxTokens)
 }
@@ -104,6 +122,9 @@ pub fn generate<B: Backend>(
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation, TokenizerError> {
     let prompt_ids = tokenizer.encode(prompt, true)?;
+    if prompt_ids.is_empty() {
+        return Err(TokenizerError::EmptyPrompt);
+    }
     let mut sampler = Sampler::new(config.sampling.clone());
     let mut tokens = Vec::new();
     let mut streamed = 0;

@@ -51,23 +51,44 @@ pub struct Attention<B: Backend> {
     pub head_dim: usize,
 }
 
-/// The keys and values of one layer for the tokens seen so far, `[B, kv_heads, T, head_dim]`,
-/// after RoPE.
+/// The keys and values of one layer, `[B, kv_heads, capacity, head_dim]`, after RoPE. Slots at
+/// and after the cache's length hold stale values that the attention mask hides.
 #[derive(Debug, Clone)]
 pub struct LayerCache<B: Backend> {
     pub key: Tensor<B, 4>,
     pub value: Tensor<B, 4>,
 }
 
+impl<B: Backend> LayerCache<B> {
+    /// Writes `key`/`value` `[B, kv_heads, L, head_dim]` at positions `start..start + L` and
+    /// returns the whole cache.
+    fn write(
+        &mut self,
+        start: usize,
+        key: Tensor<B, 4>,
+        value: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, kv, len, d] = key.dims();
+        let at = [0..b, 0..kv, start..start + len, 0..d];
+        self.key = self.key.clone().slice_assign(at.clone(), key);
+        self.value = self.value.clone().slice_assign(at, value);
+        (self.key.clone(), self.value.clone())
+    }
+}
+
 impl<B: Backend> Attention<B> {
-    /// `x` `[B, L, hidden]`; `mask` `[B, 1, L, T]` (true = hidden) on top of causal masking;
-    /// `cache` holds earlier tokens' keys and values and is extended with this call's.
+    /// `x` `[B, L, hidden]`; `mask` `[B, 1, L, T]` (true = hidden). Without a cache the attention
+    /// is causal on top of `mask`. With `cache` = (the layer's cache, the position of `x`'s first
+    /// token), this call's keys and values are written into the cache, attention runs over its
+    /// whole capacity, and `mask` must hide every key after each query (see
+    /// [`Llama::forward_cached`]): a fixed capacity keeps tensor shapes, and so compiled GPU
+    /// kernels, the same from one token to the next.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rotary: &Rotary<B>,
         mask: Option<Tensor<B, 4, Bool>>,
-        cache: Option<&mut Option<LayerCache<B>>>,
+        cache: Option<(&mut LayerCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let [batch, len, _] = x.dims();
         let heads =
@@ -75,22 +96,10 @@ impl<B: Backend> Attention<B> {
         let q = rotary.apply(heads(self.q_proj.forward(x.clone()), self.num_heads));
         let k = rotary.apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
         let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let is_causal = cache.is_none();
         let (k, v) = match cache {
             None => (k, v),
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    None => (k, v),
-                    Some(prev) => (
-                        Tensor::cat(vec![prev.key, k], 2),
-                        Tensor::cat(vec![prev.value, v], 2),
-                    ),
-                };
-                *slot = Some(LayerCache {
-                    key: k.clone(),
-                    value: v.clone(),
-                });
-                (k, v)
-            }
+            Some((layer, start)) => layer.write(start, k, v),
         };
         let groups = self.num_heads / self.num_kv_heads;
         let (k, v) = (repeat_kv(k, groups), repeat_kv(v, groups));
@@ -99,7 +108,7 @@ impl<B: Backend> Attention<B> {
             m.expand([b, self.num_heads, lq, lk])
         });
         let options = AttentionModuleOptions {
-            is_causal: true,
+            is_causal,
             ..Default::default()
         };
         let out = attention(q, k, v, mask, None, options);
@@ -152,7 +161,7 @@ impl<B: Backend> DecoderLayer<B> {
         x: Tensor<B, 3>,
         rotary: &Rotary<B>,
         mask: Option<Tensor<B, 4, Bool>>,
-        cache: Option<&mut Option<LayerCache<B>>>,
+        cache: Option<(&mut LayerCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let attn =
             self.self_attn
@@ -183,25 +192,45 @@ pub struct Llama<B: Backend> {
 /// The keys and values of every layer, for incremental decoding.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
-    layers: Vec<Option<LayerCache<B>>>,
+    layers: Vec<LayerCache<B>>,
     len: usize,
 }
 
 impl<B: Backend> KvCache<B> {
-    pub fn new(num_layers: usize) -> Self {
-        Self {
-            layers: vec![None; num_layers],
-            len: 0,
-        }
-    }
-
-    /// Number of tokens already in the cache.
+    /// Number of tokens in the cache.
     pub fn len(&self) -> usize {
         self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Tokens the cache holds before it has to grow.
+    pub fn capacity(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.key.dims()[2])
+    }
+
+    /// Forgets every token from position `len` on (e.g. the padding after a prompt).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Makes room for `needed` tokens, at least doubling the capacity so that growing (a new
+    /// shape for every kernel) stays rare.
+    fn reserve(&mut self, needed: usize) {
+        let capacity = self.capacity();
+        if needed <= capacity {
+            return;
+        }
+        let extra = needed.max(2 * capacity) - capacity;
+        for layer in &mut self.layers {
+            let [b, kv, _, d] = layer.key.dims();
+            let device = layer.key.device();
+            let zeros = || Tensor::<B, 4>::zeros([b, kv, extra, d], &device);
+            layer.key = Tensor::cat(vec![layer.key.clone(), zeros()], 2);
+            layer.value = Tensor::cat(vec![layer.value.clone(), zeros()], 2);
+        }
     }
 }
 
@@ -281,8 +310,29 @@ impl<B: Backend> Llama<B> {
         }
     }
 
+    /// An empty KV cache for `batch` sequences with room for `capacity` tokens.
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
+        let device = self.embed_tokens.val().device();
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|layer| {
+                    let attn = &layer.self_attn;
+                    let shape = [batch, attn.num_kv_heads, capacity, attn.head_dim];
+                    LayerCache {
+                        key: Tensor::zeros(shape, &device),
+                        value: Tensor::zeros(shape, &device),
+                    }
+                })
+                .collect(),
+            len: 0,
+        }
+    }
+
     /// Runs `input_ids` `[B, L]` after the tokens already in `cache` (positions continue from
-    /// `cache.len()`), extends the cache, and returns the logits of the new tokens.
+    /// `cache.len()`), writes their keys and values into the cache, and returns the logits of
+    /// the new tokens.
     pub fn forward_cached(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -290,14 +340,21 @@ impl<B: Backend> Llama<B> {
     ) -> Tensor<B, 3> {
         let [b, l] = input_ids.dims();
         let device = input_ids.device();
-        let start = cache.len as i64;
-        let position_ids = Tensor::<B, 1, Int>::arange(start..start + l as i64, &device)
-            .reshape([1, l])
-            .expand([b, l]);
+        let start = cache.len;
+        cache.reserve(start + l);
+        let capacity = cache.capacity();
+        let queries = Tensor::<B, 1, Int>::arange(start as i64..(start + l) as i64, &device);
+        let position_ids = queries.clone().reshape([1, l]).expand([b, l]);
+        // Key j is hidden from the query at position p when j > p: the causal mask, which
+        // also hides the stale slots after the cache's length.
+        let mask = Tensor::<B, 1, Int>::arange(0..capacity as i64, &device)
+            .reshape([1, 1, 1, capacity])
+            .expand([b, 1, l, capacity])
+            .greater(queries.reshape([1, 1, l, 1]).expand([b, 1, l, capacity]));
         let rotary = self.rotary(position_ids);
         let mut x = self.embed(input_ids);
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(x, &rotary, None, Some(slot));
+            x = layer.forward(x, &rotary, Some(mask.clone()), Some((slot, start)));
         }
         cache.len += l;
         self.logits(self.norm.forward(x))

@@ -20,6 +20,10 @@ pub enum TokenizerError {
     Load { file: String, message: String },
     #[error("tokenizing failed: {0}")]
     Encode(String),
+    #[error(
+        "the prompt is empty and the model has no BOS token to start from; fix: give a prompt with text"
+    )]
+    EmptyPrompt,
 }
 
 /// A model's tokenizer with its special ids.

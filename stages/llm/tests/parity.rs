@@ -251,3 +251,42 @@ fn ggml_dequantization_is_bit_exact() {
         assert_eq!(bits, expected, "{key}");
     }
 }
+
+#[test]
+fn a_full_kv_cache_grows_and_keeps_its_tokens() {
+    let (model, _) = load(&fixture("gqa_tied"));
+    let input = reference("gqa_tied", "input_ids");
+    let row: Vec<i64> = input.values[..input.shape[1]]
+        .iter()
+        .map(|&v| v as i64)
+        .collect();
+    let device = Default::default();
+    // Capacity 2: the third token already needs a larger cache.
+    let mut cache = model.new_cache(1, 2);
+    let step = |i: usize, cache: &mut _| {
+        let token = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![row[i]], [1, 1]), &device);
+        model.forward_cached(token, cache)
+    };
+    let mut last = step(0, &mut cache);
+    for i in 1..row.len() {
+        last = step(i, &mut cache);
+    }
+    assert_eq!(cache.len(), row.len());
+    assert!(cache.capacity() >= row.len());
+    let whole =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(row.clone(), [1, row.len()]), &device);
+    let full = model.forward(whole, positions(1, row.len()), None);
+    let [_, l, v] = full.dims();
+    let expected = Array {
+        shape: vec![1, 1, v],
+        values: full
+            .slice([0..1, l - 1..l, 0..v])
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+    };
+    assert_close(last, &expected, "token by token through a growing cache");
+}

@@ -24,7 +24,7 @@ use tigerflow_llm::model::Llama;
 use tigerflow_llm::weights::{WeightError, WeightSource, load_llama, nf4};
 
 use crate::adamw::{AdamW, AdamWConfig};
-use crate::packing::{Batch, collate, pack};
+use crate::packing::{Batch, Padding, collate, pack};
 use crate::step::{BatchTensors, nll_sum};
 use crate::trainer::{accumulate, apply_update};
 
@@ -234,7 +234,7 @@ fn batches(settings: &BenchSettings, vocab: usize, seed: u64) -> Vec<Batch> {
     // Packing is first fit: full rows come first, the last ones may still have room.
     rows.truncate(wanted);
     rows.chunks(settings.micro_batch_size)
-        .map(|chunk| collate(chunk, 0))
+        .map(|chunk| collate(chunk, Padding::fixed(0, settings.micro_batch_size, len)))
         .collect()
 }
 

@@ -94,7 +94,7 @@ pub fn pack(samples: &[Vec<u32>], sequence_len: usize, packing: bool) -> Packed 
     Packed { rows, dropped }
 }
 
-/// A micro-batch padded to its longest row: `[rows, len]` row-major tensors' data.
+/// A micro-batch after padding: `[rows, len]` row-major tensors' data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub rows: usize,
@@ -106,27 +106,68 @@ pub struct Batch {
     pub target_tokens: usize,
 }
 
-/// Pads `rows` on the right. Padding is a segment of its own (id -1) with ignored labels, so it
-/// neither sees nor is seen by real tokens.
-pub fn collate(rows: &[Row], pad_id: u32) -> Batch {
-    let len = rows.iter().map(Row::len).max().unwrap_or(0);
+/// How [`collate`] pads a micro-batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Padding {
+    pub pad_id: u32,
+    /// At least this many rows (extra rows are all padding).
+    pub min_rows: usize,
+    /// At least this many tokens per row.
+    pub min_len: usize,
+}
+
+impl Padding {
+    /// Pad to the longest row only.
+    pub fn longest(pad_id: u32) -> Self {
+        Padding {
+            pad_id,
+            min_rows: 0,
+            min_len: 0,
+        }
+    }
+
+    /// Pad every micro-batch to `rows × len` (axolotl's `pad_to_sequence_len`): every step then
+    /// has one tensor shape, so GPU kernels compile once and memory peaks at the first step.
+    pub fn fixed(pad_id: u32, rows: usize, len: usize) -> Self {
+        Padding {
+            pad_id,
+            min_rows: rows,
+            min_len: len,
+        }
+    }
+}
+
+/// Pads `rows` on the right and adds whole padding rows as `padding` asks. Padding is a segment
+/// of its own (id -1) with ignored labels, so it neither sees nor is seen by real tokens.
+pub fn collate(rows: &[Row], padding: Padding) -> Batch {
+    let len = rows
+        .iter()
+        .map(Row::len)
+        .max()
+        .unwrap_or(0)
+        .max(padding.min_len);
+    let count = rows.len().max(padding.min_rows);
     let mut batch = Batch {
-        rows: rows.len(),
+        rows: count,
         len,
-        input_ids: Vec::with_capacity(rows.len() * len),
-        labels: Vec::with_capacity(rows.len() * len),
-        position_ids: Vec::with_capacity(rows.len() * len),
-        segment_ids: Vec::with_capacity(rows.len() * len),
+        input_ids: Vec::with_capacity(count * len),
+        labels: Vec::with_capacity(count * len),
+        position_ids: Vec::with_capacity(count * len),
+        segment_ids: Vec::with_capacity(count * len),
         target_tokens: rows.iter().map(Row::target_tokens).sum(),
     };
-    for row in rows {
+    let empty = Row::new();
+    let padded_rows = rows
+        .iter()
+        .chain(std::iter::repeat_n(&empty, count - rows.len()));
+    for row in padded_rows {
         let pad = len - row.len();
         batch
             .input_ids
             .extend(row.input_ids.iter().map(|&t| i64::from(t)));
         batch
             .input_ids
-            .extend(std::iter::repeat_n(i64::from(pad_id), pad));
+            .extend(std::iter::repeat_n(i64::from(padding.pad_id), pad));
         batch.labels.extend(&row.labels);
         batch.labels.extend(std::iter::repeat_n(IGNORE, pad));
         batch.position_ids.extend(&row.position_ids);
@@ -177,11 +218,24 @@ mod tests {
         let samples = vec![vec![1, 5, 2], vec![1, 6, 7, 2]];
         let packed = pack(&samples, 8, false);
         assert_eq!(packed.rows.len(), 2);
-        let batch = collate(&packed.rows, 0);
+        let batch = collate(&packed.rows, Padding::longest(0));
         assert_eq!((batch.rows, batch.len), (2, 4));
         assert_eq!(batch.input_ids, vec![1, 5, 2, 0, 1, 6, 7, 2]);
         assert_eq!(batch.labels, vec![5, 2, IGNORE, IGNORE, 6, 7, 2, IGNORE]);
         assert_eq!(batch.segment_ids, vec![0, 0, 0, -1, 0, 0, 0, 0]);
         assert_eq!(batch.target_tokens, 5);
+    }
+
+    #[test]
+    fn fixed_padding_adds_whole_rows_that_count_for_nothing() {
+        let samples = vec![vec![1, 5, 2]];
+        let packed = pack(&samples, 8, true);
+        let batch = collate(&packed.rows, Padding::fixed(0, 2, 4));
+        assert_eq!((batch.rows, batch.len), (2, 4));
+        assert_eq!(batch.input_ids, vec![1, 5, 2, 0, 0, 0, 0, 0]);
+        assert_eq!(batch.labels[3..], [IGNORE; 5]);
+        assert_eq!(batch.position_ids, vec![0, 1, 2, 0, 0, 1, 2, 3]);
+        assert_eq!(batch.segment_ids, vec![0, 0, 0, -1, -1, -1, -1, -1]);
+        assert_eq!(batch.target_tokens, 2);
     }
 }

@@ -32,6 +32,10 @@ pub struct TrainParams {
     pub sequence_len: usize,
     /// Pack several whole samples per row (attention never crosses samples).
     pub sample_packing: bool,
+    /// Pad every micro-batch to `micro_batch_size` rows of `sequence_len` tokens. One shape for
+    /// every step: GPU kernels compile once and memory peaks at the first step. `false` pads to
+    /// the longest row only (less work for short unpacked samples on a CPU).
+    pub pad_to_sequence_len: bool,
     /// Rows per forward/backward pass.
     pub micro_batch_size: usize,
     /// Micro-batches per optimizer step.
@@ -93,6 +97,7 @@ impl Default for TrainParams {
             lora_target_modules: Vec::new(),
             sequence_len: 4096,
             sample_packing: true,
+            pad_to_sequence_len: true,
             micro_batch_size: 2,
             gradient_accumulation_steps: 4,
             num_epochs: 3,

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::packing::{Batch, Row, collate};
+use crate::packing::{Batch, Padding, Row, collate};
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -17,7 +17,7 @@ pub struct Plan {
     micro_batch_size: usize,
     accumulation: usize,
     seed: u64,
-    pad_id: u32,
+    padding: Padding,
     pub steps_per_epoch: usize,
     pub total_steps: usize,
 }
@@ -38,7 +38,7 @@ impl Plan {
         num_epochs: usize,
         max_steps: Option<usize>,
         seed: u64,
-        pad_id: u32,
+        padding: Padding,
     ) -> Self {
         let micro_batches = rows.len().div_ceil(micro_batch_size);
         let steps_per_epoch = micro_batches.div_ceil(accumulation).max(1);
@@ -47,7 +47,7 @@ impl Plan {
             micro_batch_size,
             accumulation,
             seed,
-            pad_id,
+            padding,
             steps_per_epoch,
             total_steps: max_steps.unwrap_or(steps_per_epoch * num_epochs),
         }
@@ -82,7 +82,7 @@ impl Plan {
             .take(self.accumulation)
             .map(|idx| {
                 let rows: Vec<Row> = idx.iter().map(|&i| self.rows[i].clone()).collect();
-                collate(&rows, self.pad_id)
+                collate(&rows, self.padding)
             })
             .collect()
     }
@@ -100,7 +100,15 @@ mod tests {
 
     fn plan(max_steps: Option<usize>) -> Plan {
         let samples: Vec<Vec<u32>> = (0..10).map(|i| vec![1, 100 + i, 2]).collect();
-        Plan::new(pack(&samples, 4, false).rows, 2, 2, 2, max_steps, 7, 0)
+        Plan::new(
+            pack(&samples, 4, false).rows,
+            2,
+            2,
+            2,
+            max_steps,
+            7,
+            Padding::longest(0),
+        )
     }
 
     #[test]

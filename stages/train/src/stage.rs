@@ -16,7 +16,7 @@ use crate::base::{BaseSpec, LoadedBase, is_local, load_base};
 use crate::data::{read_texts, wrap};
 use crate::metrics::{MetricsLine, read};
 use crate::model_card::model_card;
-use crate::packing::pack;
+use crate::packing::{Padding, pack};
 use crate::params::TrainParams;
 use crate::plan::Plan;
 use crate::plot::write_curves;
@@ -161,7 +161,11 @@ fn settings(params: &TrainParams, pad_id: u32) -> Settings {
         save_steps: params.save_every().max(1),
         seed: params.seed,
         recompute: params.gradient_checkpointing,
-        pad_id,
+        padding: if params.pad_to_sequence_len {
+            Padding::fixed(pad_id, params.micro_batch_size, params.sequence_len)
+        } else {
+            Padding::longest(pad_id)
+        },
     }
 }
 
@@ -234,7 +238,7 @@ fn train_on<B: AutodiffBackend>(
         settings.num_epochs,
         settings.max_steps,
         settings.seed,
-        settings.pad_id,
+        settings.padding,
     );
     let adapter_config = AdapterConfig::lora(
         &params.base_model,

@@ -13,7 +13,7 @@ use tigerflow_llm::peft::AdapterConfig;
 use crate::adamw::{AdamW, AdamWConfig, clip_global_norm};
 use crate::checkpoint::{self, CheckpointError, TrainerState};
 use crate::metrics::{MetricsLine, MetricsLog};
-use crate::packing::{Batch, Row, collate};
+use crate::packing::{Batch, Padding, Row, collate};
 use crate::plan::Plan;
 use crate::schedule::{LrScheduler, Schedule};
 use crate::step::{GradPair, eval_nll_sum, inference_model, micro_batch_grads};
@@ -38,7 +38,7 @@ pub struct Settings {
     pub save_steps: usize,
     pub seed: u64,
     pub recompute: bool,
-    pub pad_id: u32,
+    pub padding: Padding,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +98,12 @@ pub fn evaluate<B: Backend>(
     model: &Llama<B>,
     rows: &[Row],
     micro_batch_size: usize,
-    pad_id: u32,
+    padding: Padding,
 ) -> Option<f64> {
     let device = device_of(model);
     let (mut nll, mut tokens) = (0.0, 0usize);
     for chunk in rows.chunks(micro_batch_size) {
-        let batch = collate(chunk, pad_id);
+        let batch = collate(chunk, padding);
         tokens += batch.target_tokens;
         nll += eval_nll_sum(model, &batch, &device);
     }
@@ -326,7 +326,7 @@ pub fn train<B: AutodiffBackend>(
                 &inference_model(model),
                 test_rows,
                 settings.micro_batch_size,
-                settings.pad_id,
+                settings.padding,
             )
         {
             let mut eval = MetricsLine::empty(done, plan.epoch_progress(done));

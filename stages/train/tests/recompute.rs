@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use tigerflow_llm::adapters::attach_fresh;
-use tigerflow_train::packing::{collate, pack};
+use tigerflow_train::packing::{Padding, collate, pack};
 use tigerflow_train::trainer::accumulate;
 
 #[test]
@@ -24,7 +24,7 @@ fn recompute_matches_the_full_graph_with_dropout() {
         },
         &device,
     );
-    let batch = collate(&pack(&samples(5, 1), 40, true).rows, 0);
+    let batch = collate(&pack(&samples(5, 1), 40, true).rows, Padding::longest(0));
     let targets = all_linear();
     let full = accumulate(
         &model,

@@ -28,7 +28,7 @@ fn run(out: &std::path::Path, stop_after: Option<usize>) -> tigerflow_train::tra
         s.num_epochs,
         s.max_steps,
         s.seed,
-        s.pad_id,
+        s.padding,
     );
     let test_rows = pack(&samples(3, 99), 32, true).rows;
     let config = AdapterConfig::lora("tiny", s.lora.r, s.lora.alpha, s.lora.dropout, &s.targets);

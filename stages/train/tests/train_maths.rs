@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use tigerflow_train::packing::pack;
+use tigerflow_train::packing::{Padding, pack};
 
 #[test]
 fn packed_and_unpacked_rows_give_the_same_loss() {
@@ -37,7 +37,15 @@ fn a_non_finite_loss_stops_the_run_with_a_clear_error() {
     model.embed_tokens =
         Param::from_tensor(Tensor::full(dims, f32::NAN, &device)).set_require_grad(false);
     let s = settings(0.0);
-    let plan = Plan::new(pack(&samples(4, 2), 32, true).rows, 2, 1, 1, Some(2), 1, 0);
+    let plan = Plan::new(
+        pack(&samples(4, 2), 32, true).rows,
+        2,
+        1,
+        1,
+        Some(2),
+        1,
+        Padding::longest(0),
+    );
     let config = AdapterConfig::lora("tiny", 4, 8.0, 0.0, &s.targets);
     let out = tempfile::tempdir().unwrap();
     let err = train(
