@@ -8,10 +8,6 @@ use common::gpu::*;
 
 type M = tigerflow_llm::backend::CudaBackend<tigerflow_llm::backend::bf16>;
 
-fn cuda() -> burn::backend::cuda::CudaDevice {
-    Default::default()
-}
-
 #[test]
 fn logits_match_the_cpu() {
     check_logits::<M>(&cuda(), BF16);

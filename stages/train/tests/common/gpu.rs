@@ -5,7 +5,12 @@
 //!     cargo test --release --features cuda -p tigerflow-train --test gpu_f32 --test gpu_bf16
 //!
 //! Tolerances are relative to the reference's largest magnitude. cubecl's f32 matmul rounds
-//! like TF32 (about 3e-4 relative per product) and bf16 keeps 8 bits of mantissa (4e-3).
+//! like TF32 (about 3e-4 relative per product; the tiny model's logits were measured 2.5e-3 off
+//! on an H200) and bf16 keeps 8 bits of mantissa (4e-3).
+//!
+//! The checks pad their batches to one shape (`SHAPE`) where they can, because each new shape
+//! compiles and autotunes new kernels: on a cold kernel cache the training check alone ran for
+//! more than five minutes before that. Run them with a persistent `TIGERFLOW_CACHE`.
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
@@ -18,6 +23,18 @@ use tigerflow_train::trainer::accumulate;
 
 use super::*;
 
+/// The first CUDA device, with cubecl's kernel and autotune caches where the product keeps them:
+/// under `$TIGERFLOW_CACHE` when set (a second run then compiles nothing), else in cargo's
+/// scratch directory for integration tests.
+pub fn cuda() -> burn::backend::cuda::CudaDevice {
+    let cache = std::env::var_os("TIGERFLOW_CACHE").map_or_else(
+        || env!("CARGO_TARGET_TMPDIR").into(),
+        std::path::PathBuf::from,
+    );
+    tigerflow_llm::cuda::configure(&cache);
+    Default::default()
+}
+
 /// How far a precision may stray from the CPU's f32.
 #[derive(Debug, Clone, Copy)]
 pub struct Precision {
@@ -28,7 +45,7 @@ pub struct Precision {
 }
 
 pub const F32: Precision = Precision {
-    value: 2e-3,
+    value: 5e-3,
     grad: 1e-2,
 };
 pub const BF16: Precision = Precision {
@@ -38,7 +55,7 @@ pub const BF16: Precision = Precision {
 
 /// Logits of the tiny model on `M`, for a packed batch.
 fn logits_on<M: Backend>(nf4: bool, device: &M::Device) -> Vec<f32> {
-    let batch = collate(&pack(&samples(4, 5), 40, true).rows, 0);
+    let batch = collate(&pack(&samples(4, 5), 40, true).rows, SHAPE);
     let shape = [batch.rows, batch.len];
     let ints = |v: &[i64]| -> Tensor<M, 2, Int> {
         Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
@@ -113,7 +130,7 @@ pub fn check_recompute<M: Backend>(device: &M::Device, p: Precision) {
         },
         device,
     );
-    let batch = collate(&pack(&samples(5, 1), 40, true).rows, 0);
+    let batch = collate(&pack(&samples(5, 1), 40, true).rows, SHAPE);
     let targets = all_linear();
     let one = std::slice::from_ref(&batch);
     let full = accumulate(&model, &targets, one, 11, false, device);

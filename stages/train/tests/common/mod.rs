@@ -24,7 +24,7 @@ use tigerflow_llm::weights::{load_llama, nf4 as quantize_nf4};
 use tigerflow_train::adamw::AdamW;
 use tigerflow_train::adamw::AdamWConfig;
 use tigerflow_train::packing::{Batch, IGNORE};
-use tigerflow_train::packing::{collate, pack};
+use tigerflow_train::packing::{Padding, collate, pack};
 use tigerflow_train::schedule::LrScheduler;
 use tigerflow_train::schedule::Schedule;
 use tigerflow_train::step::{eval_nll_sum, inference_model};
@@ -89,9 +89,17 @@ pub fn settings(dropout: f64) -> Settings {
         save_steps: 2,
         seed: 42,
         recompute: true,
-        pad_id: 0,
+        padding: Padding::longest(0),
     }
 }
+
+/// The batch shape the checks pad to: on a GPU every new shape compiles new kernels, so one
+/// shared shape keeps the GPU test set fast on a cold kernel cache.
+pub const SHAPE: Padding = Padding {
+    pad_id: 0,
+    min_rows: 6,
+    min_len: 64,
+};
 
 /// Random token samples (BOS = 1 … EOS = 2) of the tiny model's vocabulary.
 pub fn samples(count: usize, seed: u64) -> Vec<Vec<u32>> {
@@ -276,37 +284,38 @@ fn mean_loss<A: AutodiffBackend>(model: &Llama<A>, batches: &[Batch], device: &A
     nll / batches.iter().map(|b| b.target_tokens).sum::<usize>() as f64
 }
 
-/// Packing samples into shared rows changes neither the loss nor the gradients (within `tol`).
+/// Packing samples into shared rows changes neither the loss nor the gradients, and neither does
+/// padding to a fixed shape (within `tol`).
 pub fn check_packing<A: AutodiffBackend>(device: &A::Device, tol: f64) {
     let model = model_with_adapters::<A>(device);
     let data = samples(6, 3);
     let packed = pack(&data, 48, true);
     let unpacked = pack(&data, 48, false);
     assert!(
-        packed.rows.len() < unpacked.rows.len(),
-        "the samples must actually share rows"
+        packed.rows.len() < unpacked.rows.len() && unpacked.rows.len() <= SHAPE.min_rows,
+        "the samples must share rows, and fit the test shape unpacked"
     );
-    let a = mean_loss(&model, &[collate(&packed.rows, 0)], device);
-    let b = mean_loss(&model, &[collate(&unpacked.rows, 0)], device);
+    let packed = collate(&packed.rows, SHAPE);
+    let unpacked = collate(&unpacked.rows, SHAPE);
+    let a = mean_loss(&model, std::slice::from_ref(&packed), device);
+    let b = mean_loss(&model, std::slice::from_ref(&unpacked), device);
     assert!((a - b).abs() / b < tol, "packed {a} vs unpacked {b}");
     let targets = all_linear();
-    let ga = accumulate(
-        &model,
-        &targets,
-        &[collate(&packed.rows, 0)],
-        0,
-        false,
-        device,
-    );
-    let gb = accumulate(
-        &model,
-        &targets,
-        &[collate(&unpacked.rows, 0)],
-        0,
-        false,
-        device,
-    );
-    assert_same(&ga, &gb, "packed vs unpacked", tol);
+    let grads = |batch: &Batch| {
+        accumulate(
+            &model,
+            &targets,
+            std::slice::from_ref(batch),
+            0,
+            false,
+            device,
+        )
+    };
+    let ga = grads(&packed);
+    assert_same(&ga, &grads(&unpacked), "packed vs unpacked", tol);
+    let tight = collate(&pack(&data, 48, true).rows, Padding::longest(0));
+    assert!(tight.len < SHAPE.min_len, "padding must add columns");
+    assert_same(&ga, &grads(&tight), "padded to the test shape vs not", tol);
 }
 
 fn assert_same<A: AutodiffBackend>(a: &Accumulated<A>, b: &Accumulated<A>, what: &str, tol: f64) {
@@ -336,9 +345,9 @@ pub fn check_accumulation<A: AutodiffBackend>(device: &A::Device, tol: f64) {
     let targets = all_linear();
     let singles: Vec<Batch> = rows
         .iter()
-        .map(|r| collate(std::slice::from_ref(r), 0))
+        .map(|r| collate(std::slice::from_ref(r), SHAPE))
         .collect();
     let mb1_ga4 = accumulate(&model, &targets, &singles, 0, false, device);
-    let mb4_ga1 = accumulate(&model, &targets, &[collate(&rows, 0)], 0, false, device);
+    let mb4_ga1 = accumulate(&model, &targets, &[collate(&rows, SHAPE)], 0, false, device);
     assert_same(&mb1_ga4, &mb4_ga1, "mb=1×ga=4 vs mb=4×ga=1", tol);
 }
