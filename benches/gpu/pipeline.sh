@@ -2,7 +2,8 @@
 # The default pipeline with the reference recipe on a CUDA device, for a machine that cannot
 # download a model: a random SmolLM2-135M-shaped model stands in for the real one.
 # Usage: benches/gpu/pipeline.sh [TIGERFLOW] [MODEL_DIR]
-# Runs it twice (cold and warm GPU kernel cache), then generates from the adapter.
+# Runs `run --from train` (train, eval, push) and a generation, and prints the seconds of each.
+# Run it twice to see a cold and a warm GPU kernel cache ($TIGERFLOW_CACHE/cubecl).
 set -euo pipefail
 tf=${1:-target/release/tigerflow}
 model=${2:-/tmp/smollm2-random}
@@ -16,11 +17,10 @@ recipe=(
   --set eval.sequence_len=4096
 )
 "$tf" run --to split
-for attempt in cold warm; do
-  echo "== tigerflow run --from train ($attempt GPU kernel cache)"
-  start=$(date +%s)
-  "$tf" run --from train "${recipe[@]}"
-  echo "== $attempt: $(( $(date +%s) - start )) s"
-done
+start=$(date +%s)
+"$tf" run --from train "${recipe[@]}"
+echo "== run --from train: $(( $(date +%s) - start )) s"
+start=$(date +%s)
 "$tf" generate --device cuda --model "$model" --prompt $'### SZ: Quem vem a Lisboa no natal?\n### Ana:' \
   --max-new-tokens 32
+echo "== generate 32 tokens: $(( $(date +%s) - start )) s"
