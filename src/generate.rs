@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tigerflow_llm::adapters::attach_peft;
 use tigerflow_llm::backend::Backend;
 use tigerflow_llm::device::{DeviceSpec, OnBackend, run_on};
-use tigerflow_llm::generate::{GenerationConfig, generate};
+use tigerflow_llm::generate::{GenerationConfig, cache_view_for, generate};
 use tigerflow_llm::open::ModelFiles;
 use tigerflow_llm::peft::PeftAdapter;
 use tigerflow_llm::sampling::SamplingConfig;
@@ -153,6 +153,7 @@ fn run_inner(args: &GenerateArgs, pipeline_file: &Path, registry: &Registry) -> 
         .resolve(&tigerflow::cache_dir(), &mut |line| eprintln!("{line}"))
         .map_err(|e| e.to_string())?;
     eprintln!("model: {} ({})", resolved.path.display(), resolved.revision);
+    let spec = DeviceSpec::parse(&args.device).map_err(|m| format!("--device: {m}"))?;
     let config = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         sampling: SamplingConfig {
@@ -163,6 +164,7 @@ fn run_inner(args: &GenerateArgs, pipeline_file: &Path, registry: &Registry) -> 
             seed: args.seed,
         },
         stop: args.stop.clone(),
+        cache_view: cache_view_for(spec),
     };
     let adapter = adapter
         .map(|dir| {
@@ -177,7 +179,6 @@ fn run_inner(args: &GenerateArgs, pipeline_file: &Path, registry: &Registry) -> 
         prompt: &args.prompt,
         config: &config,
     };
-    let spec = DeviceSpec::parse(&args.device).map_err(|m| format!("--device: {m}"))?;
     run_on(
         spec,
         !args.f32,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use tigerflow_llm::adapters::attach_peft;
 use tigerflow_llm::device::{DeviceSpec, OnBackend, run_on};
-use tigerflow_llm::generate::generate_tokens;
+use tigerflow_llm::generate::{cache_view_for, generate_tokens};
 use tigerflow_llm::peft::PeftAdapter;
 use tigerflow_llm::sampling::{Sampler, SamplingConfig};
 use tigerflow_stage::{Context, InputSlot, StageError, TypedStage};
@@ -96,6 +96,7 @@ fn evaluate_on<B: Backend>(
     device: B::Device,
 ) -> Result<(), StageError> {
     let data = ctx.input("data")?.to_owned();
+    let cache_view = cache_view_for(DeviceSpec::parse(&params.device).map_err(StageError::Failed)?);
     let adapter_input = ctx.input("adapter")?.to_owned();
     let dir = adapter_dir(&adapter_input);
     let adapter = PeftAdapter::load(&dir).map_err(|e| StageError::Failed(e.to_string()))?;
@@ -170,6 +171,7 @@ fn evaluate_on<B: Backend>(
                     params.max_new_tokens,
                     &mut greedy,
                     &stop,
+                    cache_view,
                     &mut |_| true,
                 );
                 tokenizer.decode(&ids)

@@ -4,7 +4,8 @@
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
-use crate::model::Llama;
+use crate::device::DeviceSpec;
+use crate::model::{CacheView, Llama};
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::tokenizer::{TextTokenizer, TokenizerError};
 
@@ -16,6 +17,8 @@ pub struct GenerationConfig {
     /// Generation ends before the first occurrence of any of these strings (e.g. `"\n### "` to
     /// stop before the next chat turn); the stop string itself is not part of the output.
     pub stop: Vec<String>,
+    /// How the KV cache is read: [`cache_view_for`] the device.
+    pub cache_view: CacheView,
 }
 
 /// Why generation ended.
@@ -34,11 +37,20 @@ pub struct Generation {
     pub reason: StopReason,
 }
 
-/// Prompts are right-padded to a multiple of this many tokens and the KV cache is sized in
-/// multiples of [`CACHE_BLOCK`]: on a GPU every new tensor shape compiles new kernels, so
-/// generation should meet only a few shapes, not one per prompt length or per token.
+/// With [`CacheView::Capacity`], prompts are right-padded to a multiple of this many tokens and
+/// the KV cache is sized in multiples of [`CACHE_BLOCK`]: on a GPU every new tensor shape
+/// compiles new kernels, so generation should meet a few shapes, not one per prompt or token.
 const PROMPT_BLOCK: usize = 64;
 const CACHE_BLOCK: usize = 256;
+
+/// The cache view that suits a device: exact shapes on the CPU (least work), fixed ones on a
+/// GPU (least compiling).
+pub fn cache_view_for(spec: DeviceSpec) -> CacheView {
+    match spec {
+        DeviceSpec::Cpu => CacheView::Filled,
+        DeviceSpec::Cuda(_) => CacheView::Capacity,
+    }
+}
 
 /// The logits at position `at` of the first row, as a host vector.
 fn logits_at<B: Backend>(logits: Tensor<B, 3>, at: usize) -> Vec<f32> {
@@ -56,23 +68,30 @@ fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> 
     Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
 }
 
-/// Generates token ids after `prompt` (not empty) using the KV cache; `on_token` sees each new
-/// id and returns false to stop. Ends at any of `eos_ids`.
+/// Generates token ids after `prompt` (not empty) using a KV cache read through `view`;
+/// `on_token` sees each new id and returns false to stop. Ends at any of `eos_ids`.
 pub fn generate_tokens<B: Backend>(
     model: &Llama<B>,
     prompt: &[u32],
     max_new_tokens: usize,
     sampler: &mut Sampler,
     eos_ids: &[u32],
+    view: CacheView,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> (Vec<u32>, StopReason) {
     let device = model.embed_tokens.val().device();
-    let padded_len = prompt.len().next_multiple_of(PROMPT_BLOCK);
-    let mut cache = model.new_cache(
-        1,
-        (padded_len + max_new_tokens).next_multiple_of(CACHE_BLOCK),
-    );
-    // The padding repeats the last prompt token; its keys are dropped from the cache at once.
+    let (padded_len, capacity) = match view {
+        CacheView::Filled => (prompt.len(), prompt.len() + max_new_tokens),
+        CacheView::Capacity => {
+            let padded = prompt.len().next_multiple_of(PROMPT_BLOCK);
+            (
+                padded,
+                (padded + max_new_tokens).next_multiple_of(CACHE_BLOCK),
+            )
+        }
+    };
+    let mut cache = model.new_cache(1, capacity, view);
+    // Any padding repeats the last prompt token; its keys are dropped from the cache at once.
     let mut padded = prompt.to_vec();
     padded.resize(padded_len, *prompt.last().expect("a non-empty prompt"));
     let prompt_logits = model.forward_cached(ids_tensor(&padded, &device), &mut cache);
@@ -137,6 +156,7 @@ pub fn generate<B: Backend>(
         config.max_new_tokens,
         &mut sampler,
         &tokenizer.eos_ids,
+        config.cache_view,
         &mut |token| {
             tokens.push(token);
             text = match tokenizer.decode(&tokens) {

@@ -55,40 +55,82 @@ pub struct Attention<B: Backend> {
 /// and after the cache's length hold stale values that the attention mask hides.
 #[derive(Debug, Clone)]
 pub struct LayerCache<B: Backend> {
-    pub key: Tensor<B, 4>,
-    pub value: Tensor<B, 4>,
+    /// `(key, value)`; `None` only while [`LayerCache::write`] runs.
+    kv: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
 }
 
 impl<B: Backend> LayerCache<B> {
+    fn new(key: Tensor<B, 4>, value: Tensor<B, 4>) -> Self {
+        Self {
+            kv: Some((key, value)),
+        }
+    }
+
+    fn tensors(&self) -> &(Tensor<B, 4>, Tensor<B, 4>) {
+        self.kv
+            .as_ref()
+            .expect("a layer cache is only empty while written")
+    }
+
     /// Writes `key`/`value` `[B, kv_heads, L, head_dim]` at positions `start..start + L` and
-    /// returns the whole cache.
+    /// returns the first `visible` slots. The cache's tensors are moved out while written:
+    /// unshared, a backend writes them in place instead of copying the whole cache every token.
     fn write(
         &mut self,
         start: usize,
         key: Tensor<B, 4>,
         value: Tensor<B, 4>,
+        visible: usize,
     ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let (all_keys, all_values) = self
+            .kv
+            .take()
+            .expect("a layer cache is only empty while written");
         let [b, kv, len, d] = key.dims();
         let at = [0..b, 0..kv, start..start + len, 0..d];
-        self.key = self.key.clone().slice_assign(at.clone(), key);
-        self.value = self.value.clone().slice_assign(at, value);
-        (self.key.clone(), self.value.clone())
+        let all_keys = all_keys.slice_assign(at.clone(), key);
+        let all_values = all_values.slice_assign(at, value);
+        self.kv = Some((all_keys.clone(), all_values.clone()));
+        let shown = [0..b, 0..kv, 0..visible, 0..d];
+        (all_keys.slice(shown.clone()), all_values.slice(shown))
     }
+
+    /// Appends `extra` empty slots.
+    fn grow(&mut self, extra: usize) {
+        let (key, value) = self
+            .kv
+            .take()
+            .expect("a layer cache is only empty while written");
+        let [b, kv, _, d] = key.dims();
+        let zeros = Tensor::<B, 4>::zeros([b, kv, extra, d], &key.device());
+        self.kv = Some((
+            Tensor::cat(vec![key, zeros.clone()], 2),
+            Tensor::cat(vec![value, zeros], 2),
+        ));
+    }
+}
+
+/// Where one forward pass writes into a layer's cache and how much of it attention reads.
+#[derive(Debug)]
+pub struct CacheSlot<'c, B: Backend> {
+    pub layer: &'c mut LayerCache<B>,
+    /// Position of the first new token.
+    pub start: usize,
+    /// Slots attention reads, from 0.
+    pub visible: usize,
 }
 
 impl<B: Backend> Attention<B> {
     /// `x` `[B, L, hidden]`; `mask` `[B, 1, L, T]` (true = hidden). Without a cache the attention
-    /// is causal on top of `mask`. With `cache` = (the layer's cache, the position of `x`'s first
-    /// token), this call's keys and values are written into the cache, attention runs over its
-    /// whole capacity, and `mask` must hide every key after each query (see
-    /// [`Llama::forward_cached`]): a fixed capacity keeps tensor shapes, and so compiled GPU
-    /// kernels, the same from one token to the next.
+    /// is causal on top of `mask`. With a cache, this call's keys and values are written into it
+    /// at `cache.start`, attention runs over its first `cache.visible` slots, and `mask` must hide
+    /// every key after each query (see [`Llama::forward_cached`]).
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rotary: &Rotary<B>,
         mask: Option<Tensor<B, 4, Bool>>,
-        cache: Option<(&mut LayerCache<B>, usize)>,
+        cache: Option<CacheSlot<'_, B>>,
     ) -> Tensor<B, 3> {
         let [batch, len, _] = x.dims();
         let heads =
@@ -99,7 +141,7 @@ impl<B: Backend> Attention<B> {
         let is_causal = cache.is_none();
         let (k, v) = match cache {
             None => (k, v),
-            Some((layer, start)) => layer.write(start, k, v),
+            Some(slot) => slot.layer.write(slot.start, k, v, slot.visible),
         };
         let groups = self.num_heads / self.num_kv_heads;
         let (k, v) = (repeat_kv(k, groups), repeat_kv(v, groups));
@@ -161,7 +203,7 @@ impl<B: Backend> DecoderLayer<B> {
         x: Tensor<B, 3>,
         rotary: &Rotary<B>,
         mask: Option<Tensor<B, 4, Bool>>,
-        cache: Option<(&mut LayerCache<B>, usize)>,
+        cache: Option<CacheSlot<'_, B>>,
     ) -> Tensor<B, 3> {
         let attn =
             self.self_attn
@@ -189,11 +231,22 @@ pub struct Llama<B: Backend> {
     pub inv_freq: Vec<f32>,
 }
 
+/// What attention over a KV cache reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheView {
+    /// The tokens so far: the least work, and a new tensor shape every token (free on a CPU).
+    Filled,
+    /// The whole capacity, unused slots masked: one shape until the cache grows, so a GPU
+    /// compiles its kernels once instead of once per token.
+    Capacity,
+}
+
 /// The keys and values of every layer, for incremental decoding.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
     layers: Vec<LayerCache<B>>,
     len: usize,
+    view: CacheView,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -208,7 +261,7 @@ impl<B: Backend> KvCache<B> {
 
     /// Tokens the cache holds before it has to grow.
     pub fn capacity(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.key.dims()[2])
+        self.layers.first().map_or(0, |l| l.tensors().0.dims()[2])
     }
 
     /// Forgets every token from position `len` on (e.g. the padding after a prompt).
@@ -225,11 +278,7 @@ impl<B: Backend> KvCache<B> {
         }
         let extra = needed.max(2 * capacity) - capacity;
         for layer in &mut self.layers {
-            let [b, kv, _, d] = layer.key.dims();
-            let device = layer.key.device();
-            let zeros = || Tensor::<B, 4>::zeros([b, kv, extra, d], &device);
-            layer.key = Tensor::cat(vec![layer.key.clone(), zeros()], 2);
-            layer.value = Tensor::cat(vec![layer.value.clone(), zeros()], 2);
+            layer.grow(extra);
         }
     }
 }
@@ -311,7 +360,7 @@ impl<B: Backend> Llama<B> {
     }
 
     /// An empty KV cache for `batch` sequences with room for `capacity` tokens.
-    pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
+    pub fn new_cache(&self, batch: usize, capacity: usize, view: CacheView) -> KvCache<B> {
         let device = self.embed_tokens.val().device();
         KvCache {
             layers: self
@@ -320,13 +369,11 @@ impl<B: Backend> Llama<B> {
                 .map(|layer| {
                     let attn = &layer.self_attn;
                     let shape = [batch, attn.num_kv_heads, capacity, attn.head_dim];
-                    LayerCache {
-                        key: Tensor::zeros(shape, &device),
-                        value: Tensor::zeros(shape, &device),
-                    }
+                    LayerCache::new(Tensor::zeros(shape, &device), Tensor::zeros(shape, &device))
                 })
                 .collect(),
             len: 0,
+            view,
         }
     }
 
@@ -342,19 +389,27 @@ impl<B: Backend> Llama<B> {
         let device = input_ids.device();
         let start = cache.len;
         cache.reserve(start + l);
-        let capacity = cache.capacity();
+        let visible = match cache.view {
+            CacheView::Filled => start + l,
+            CacheView::Capacity => cache.capacity(),
+        };
         let queries = Tensor::<B, 1, Int>::arange(start as i64..(start + l) as i64, &device);
         let position_ids = queries.clone().reshape([1, l]).expand([b, l]);
         // Key j is hidden from the query at position p when j > p: the causal mask, which
         // also hides the stale slots after the cache's length.
-        let mask = Tensor::<B, 1, Int>::arange(0..capacity as i64, &device)
-            .reshape([1, 1, 1, capacity])
-            .expand([b, 1, l, capacity])
-            .greater(queries.reshape([1, 1, l, 1]).expand([b, 1, l, capacity]));
+        let mask = Tensor::<B, 1, Int>::arange(0..visible as i64, &device)
+            .reshape([1, 1, 1, visible])
+            .expand([b, 1, l, visible])
+            .greater(queries.reshape([1, 1, l, 1]).expand([b, 1, l, visible]));
         let rotary = self.rotary(position_ids);
         let mut x = self.embed(input_ids);
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(x, &rotary, Some(mask.clone()), Some((slot, start)));
+            let slot = CacheSlot {
+                layer: slot,
+                start,
+                visible,
+            };
+            x = layer.forward(x, &rotary, Some(mask.clone()), Some(slot));
         }
         cache.len += l;
         self.logits(self.norm.forward(x))

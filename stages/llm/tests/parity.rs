@@ -8,7 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use tigerflow_llm::backend::CpuBackend;
 use tigerflow_llm::generate::generate_tokens;
-use tigerflow_llm::model::Llama;
+use tigerflow_llm::model::{CacheView, Llama};
 use tigerflow_llm::open::ModelFiles;
 use tigerflow_llm::quant::{GgmlType, dequantize};
 use tigerflow_llm::sampling::{Sampler, SamplingConfig, argmax};
@@ -166,14 +166,24 @@ fn cached_generation_matches_recompute_and_transformers() {
             .iter()
             .map(|&v| v as u32)
             .collect();
-        let mut sampler = Sampler::new(SamplingConfig::default());
-        let (cached, _) = generate_tokens(
-            &model,
-            &prompt,
-            expected.len(),
-            &mut sampler,
-            &[],
-            &mut |_| true,
+        let cached_with = |view| {
+            let mut sampler = Sampler::new(SamplingConfig::default());
+            let (tokens, _) = generate_tokens(
+                &model,
+                &prompt,
+                expected.len(),
+                &mut sampler,
+                &[],
+                view,
+                &mut |_| true,
+            );
+            tokens
+        };
+        let cached = cached_with(CacheView::Filled);
+        assert_eq!(
+            cached_with(CacheView::Capacity),
+            cached,
+            "{name}: padded prompt and masked capacity vs exact shapes"
         );
 
         let mut recomputed = prompt.clone();
@@ -261,18 +271,18 @@ fn a_full_kv_cache_grows_and_keeps_its_tokens() {
         .map(|&v| v as i64)
         .collect();
     let device = Default::default();
-    // Capacity 2: the third token already needs a larger cache.
-    let mut cache = model.new_cache(1, 2);
-    let step = |i: usize, cache: &mut _| {
-        let token = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![row[i]], [1, 1]), &device);
-        model.forward_cached(token, cache)
+    let token_by_token = |view| {
+        // Capacity 2: the third token already needs a larger cache.
+        let mut cache = model.new_cache(1, 2, view);
+        let mut last = None;
+        for &id in &row {
+            let token = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![id], [1, 1]), &device);
+            last = Some(model.forward_cached(token, &mut cache));
+        }
+        assert_eq!(cache.len(), row.len());
+        assert!(cache.capacity() >= row.len());
+        last.unwrap()
     };
-    let mut last = step(0, &mut cache);
-    for i in 1..row.len() {
-        last = step(i, &mut cache);
-    }
-    assert_eq!(cache.len(), row.len());
-    assert!(cache.capacity() >= row.len());
     let whole =
         Tensor::<B, 2, Int>::from_data(TensorData::new(row.clone(), [1, row.len()]), &device);
     let full = model.forward(whole, positions(1, row.len()), None);
@@ -288,5 +298,11 @@ fn a_full_kv_cache_grows_and_keeps_its_tokens() {
             .map(f64::from)
             .collect(),
     };
-    assert_close(last, &expected, "token by token through a growing cache");
+    for view in [CacheView::Filled, CacheView::Capacity] {
+        assert_close(
+            token_by_token(view),
+            &expected,
+            &format!("token by token through a growing cache, {view:?}"),
+        );
+    }
 }
