@@ -100,3 +100,24 @@ fn an_adapter_changes_the_text_and_a_foreign_one_is_refused() {
     );
     assert!(refused.stdout.is_empty());
 }
+
+#[test]
+fn an_empty_prompt_is_a_one_line_error() {
+    let p = TestProject::new("");
+    let model = model_dir();
+    let out = p.tf(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().last().unwrap_or_default();
+    assert!(
+        line.contains("prompt is empty") && line.contains("fix:"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
