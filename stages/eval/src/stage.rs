@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use tigerflow_llm::adapters::attach_peft;
 use tigerflow_llm::device::{DeviceSpec, OnBackend, run_on};
 use tigerflow_llm::generate::{cache_view_for, generate_tokens};
+use tigerflow_llm::model::CacheView;
 use tigerflow_llm::peft::PeftAdapter;
 use tigerflow_llm::sampling::{Sampler, SamplingConfig};
 use tigerflow_stage::{Context, InputSlot, StageError, TypedStage};
@@ -56,7 +57,12 @@ impl TypedStage for EvalStage {
         let spec = DeviceSpec::parse(&params.device).map_err(StageError::Failed)?;
         let cache_dir = ctx.cache_dir;
         let stage = ctx.stage_name;
-        run_on(spec, params.bf16, cache_dir, Evaluation { params, ctx })
+        let work = Evaluation {
+            params,
+            ctx,
+            cache_view: cache_view_for(spec),
+        };
+        run_on(spec, params.bf16, cache_dir, work)
             .map_err(|m| StageError::Failed(format!("stage `{stage}`: {m}")))?
     }
 }
@@ -65,12 +71,13 @@ impl TypedStage for EvalStage {
 struct Evaluation<'p, 'c, 'r> {
     params: &'p EvalParams,
     ctx: &'c mut Context<'r>,
+    cache_view: CacheView,
 }
 
 impl OnBackend for Evaluation<'_, '_, '_> {
     type Output = Result<(), StageError>;
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        evaluate_on::<B>(self.params, self.ctx, device)
+        evaluate_on::<B>(self.params, self.ctx, self.cache_view, device)
     }
 }
 
@@ -93,10 +100,10 @@ fn opening(text: &str) -> String {
 fn evaluate_on<B: Backend>(
     params: &EvalParams,
     ctx: &mut Context<'_>,
+    cache_view: CacheView,
     device: B::Device,
 ) -> Result<(), StageError> {
     let data = ctx.input("data")?.to_owned();
-    let cache_view = cache_view_for(DeviceSpec::parse(&params.device).map_err(StageError::Failed)?);
     let adapter_input = ctx.input("adapter")?.to_owned();
     let dir = adapter_dir(&adapter_input);
     let adapter = PeftAdapter::load(&dir).map_err(|e| StageError::Failed(e.to_string()))?;
@@ -185,11 +192,12 @@ fn evaluate_on<B: Backend>(
         ))
     };
 
-    let padding = if params.pad_to_sequence_len {
-        Padding::fixed(tokenizer.pad, params.micro_batch_size, params.sequence_len)
-    } else {
-        Padding::longest(tokenizer.pad)
-    };
+    let padding = Padding::to_sequence_len(
+        tokenizer.pad,
+        params.pad_to_sequence_len,
+        params.micro_batch_size,
+        params.sequence_len,
+    );
     ctx.reporter.begin("evaluating", Some(2), "models");
     let base_loss =
         evaluate(&model, &rows, params.micro_batch_size, padding).ok_or_else(no_tokens)?;

@@ -135,6 +135,16 @@ impl Padding {
             min_len: len,
         }
     }
+
+    /// The padding a stage's `pad_to_sequence_len` setting asks for: [`Padding::fixed`] to
+    /// `rows × len` when set, else [`Padding::longest`].
+    pub fn to_sequence_len(pad_id: u32, enabled: bool, rows: usize, len: usize) -> Self {
+        if enabled {
+            Padding::fixed(pad_id, rows, len)
+        } else {
+            Padding::longest(pad_id)
+        }
+    }
 }
 
 /// Pads `rows` on the right and adds whole padding rows as `padding` asks. Padding is a segment

@@ -161,11 +161,12 @@ fn settings(params: &TrainParams, pad_id: u32) -> Settings {
         save_steps: params.save_every().max(1),
         seed: params.seed,
         recompute: params.gradient_checkpointing,
-        padding: if params.pad_to_sequence_len {
-            Padding::fixed(pad_id, params.micro_batch_size, params.sequence_len)
-        } else {
-            Padding::longest(pad_id)
-        },
+        padding: Padding::to_sequence_len(
+            pad_id,
+            params.pad_to_sequence_len,
+            params.micro_batch_size,
+            params.sequence_len,
+        ),
     }
 }
 

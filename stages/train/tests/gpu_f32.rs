@@ -25,5 +25,5 @@ fn training_matches_peft_packing_and_accumulation() {
 
 #[test]
 fn recompute_matches_the_full_graph() {
-    check_recompute::<M>(&cuda(), F32);
+    check_recompute_on::<M>(&cuda(), F32);
 }

@@ -257,15 +257,16 @@ pub fn check_peft_parity<A: AutodiffBackend>(device: &A::Device, tol: Tolerances
     }
 }
 
-/// The tiny dense model with fresh adapters whose lora_A varies (lora_B is zero).
-pub fn model_with_adapters<A: Backend>(device: &A::Device) -> Llama<A> {
-    let mut model = tiny_model_on::<A>(false, device);
+/// The tiny model (dense or NF4) with fresh adapters whose lora_A varies (lora_B is zero), with
+/// adapter dropout `dropout`.
+pub fn model_with_adapters<A: Backend>(nf4: bool, dropout: f64, device: &A::Device) -> Llama<A> {
+    let mut model = tiny_model_on::<A>(nf4, device);
     let mut x = 0.1f32;
     // Non-zero lora_B would need an optimizer step; a varied lora_A is enough to route gradients.
     attach_fresh(
         &mut model,
         &all_linear(),
-        &settings(0.0).lora,
+        &settings(dropout).lora,
         || {
             x = (x * 7.3).fract();
             x
@@ -273,6 +274,33 @@ pub fn model_with_adapters<A: Backend>(device: &A::Device) -> Llama<A> {
         device,
     );
     model
+}
+
+/// Layer-wise recompute gives the loss and gradients of the full graph with dropout on (within
+/// `loss_tol` and `grad_tol`, relative), and another seed draws other dropout masks.
+pub fn check_recompute<A: AutodiffBackend>(device: &A::Device, loss_tol: f64, grad_tol: f32) {
+    let model = model_with_adapters::<A>(true, 0.2, device);
+    let batch = collate(&pack(&samples(5, 1), 40, true).rows, SHAPE);
+    let targets = all_linear();
+    let one = std::slice::from_ref(&batch);
+    let full = accumulate(&model, &targets, one, 11, false, device);
+    let recomputed = accumulate(&model, &targets, one, 11, true, device);
+    let loss_rel = (full.loss() - recomputed.loss()).abs() / full.loss();
+    assert!(loss_rel < loss_tol, "loss (rel {loss_rel})");
+    for ((fa, fb), (ra, rb)) in full.grads.iter().zip(&recomputed.grads) {
+        for (f, r) in [(fa, ra), (fb, rb)] {
+            let rel = max_rel(&to_vec(r.clone()), &to_vec(f.clone()));
+            assert!(rel <= grad_tol, "grads differ (max rel {rel})");
+        }
+    }
+    // lora_B starts at zero, so dropout shows in the gradients of B, not yet in the loss.
+    let again = accumulate(&model, &targets, one, 12, true, device);
+    let differs = again
+        .grads
+        .iter()
+        .zip(&full.grads)
+        .any(|((_, a), (_, b))| to_vec(a.clone()) != to_vec(b.clone()));
+    assert!(differs, "another seed draws other dropout masks");
 }
 
 fn mean_loss<A: AutodiffBackend>(model: &Llama<A>, batches: &[Batch], device: &A::Device) -> f64 {
@@ -287,7 +315,7 @@ fn mean_loss<A: AutodiffBackend>(model: &Llama<A>, batches: &[Batch], device: &A
 /// Packing samples into shared rows changes neither the loss nor the gradients, and neither does
 /// padding to a fixed shape (within `tol`).
 pub fn check_packing<A: AutodiffBackend>(device: &A::Device, tol: f64) {
-    let model = model_with_adapters::<A>(device);
+    let model = model_with_adapters::<A>(false, 0.0, device);
     let data = samples(6, 3);
     let packed = pack(&data, 48, true);
     let unpacked = pack(&data, 48, false);
@@ -339,7 +367,7 @@ fn assert_same<A: AutodiffBackend>(a: &Accumulated<A>, b: &Accumulated<A>, what:
 
 /// One micro-batch of four rows and four micro-batches of one row give the same step.
 pub fn check_accumulation<A: AutodiffBackend>(device: &A::Device, tol: f64) {
-    let model = model_with_adapters::<A>(device);
+    let model = model_with_adapters::<A>(false, 0.0, device);
     let rows = pack(&samples(4, 9), 16, false).rows;
     assert_eq!(rows.len(), 4);
     let targets = all_linear();
