@@ -254,6 +254,9 @@ fn generate_on<B: Backend>(request: &Request<'_>, device: &B::Device) -> Result<
         return Err(format!("writing to stdout: {e}"));
     }
     let _ = writeln!(stdout);
+    tigerflow_llm::failure::check().map_err(|f| {
+        format!("{f}: the text above is not the model's; fix: lower --max-new-tokens or use a smaller model")
+    })?;
     let seconds = started.elapsed().as_secs_f32();
     eprintln!(
         "{} tokens in {seconds:.1}s ({:.1} tokens/s), stopped by {:?}",

@@ -209,6 +209,12 @@ fn evaluate_on<B: Backend>(
         evaluate(&model, &rows, params.micro_batch_size, padding).ok_or_else(no_tokens)?;
     let tuned_generations = generate_all(&model)?;
     ctx.reporter.set_position(2);
+    // Figures computed after a device thread failed would be written as if they were real.
+    tigerflow_llm::failure::check().map_err(|f| {
+        StageError::Failed(format!(
+            "{f}; fix: lower micro_batch_size or sequence_len of this stage"
+        ))
+    })?;
     ctx.reporter.log(&format!(
         "test loss: base {base_loss:.4}, fine-tuned {tuned_loss:.4}"
     ));

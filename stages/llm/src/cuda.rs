@@ -31,6 +31,7 @@ const AUTOTUNE_LEVEL: AutotuneLevel = AutotuneLevel::Minimal;
 pub fn configure(cache_dir: &Path) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        crate::failure::watch();
         let root = gpu_cache_dir(cache_dir);
         let mut config = CubeClRuntimeConfig::from_current_dir();
         if config.compilation.cache.is_none() {

@@ -6,6 +6,7 @@ pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
+pub mod failure;
 pub mod generate;
 pub mod gguf;
 pub mod gguf_weights;

@@ -238,6 +238,14 @@ fn batches(settings: &BenchSettings, vocab: usize, seed: u64) -> Vec<Batch> {
         .collect()
 }
 
+/// Waits for `device`, then fails if a device thread panicked meanwhile (out of memory, say):
+/// the step's numbers would be meaningless.
+fn synced<B: Backend>(device: &B::Device) -> Result<(), String> {
+    B::sync(device).map_err(|e| format!("{e:?}"))?;
+    tigerflow_llm::failure::check()
+        .map_err(|f| format!("{f}; fix: lower --micro-batch-size or --sequence-len"))
+}
+
 fn seconds_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()
 }
@@ -282,7 +290,7 @@ pub fn run<B: AutodiffBackend>(
         epsilon: 1e-8,
         weight_decay: 0.0,
     });
-    let sync = || B::sync(device).map_err(|e| format!("{e:?}"));
+    let sync = || synced::<B>(device);
     let mut step = |model: &mut Llama<B>, index: usize| -> Result<(f64, f64, f64), String> {
         let t = Instant::now();
         let acc = accumulate(
@@ -358,7 +366,7 @@ fn forward_only<B: AutodiffBackend>(
     micro: &[Batch],
     device: &B::Device,
 ) -> Result<(f64, f64), String> {
-    let sync = || B::sync(device).map_err(|e| format!("{e:?}"));
+    let sync = || synced::<B>(device);
     let (mut data_s, mut forward_s) = (0.0, 0.0);
     for batch in micro {
         let t = Instant::now();

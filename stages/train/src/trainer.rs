@@ -18,6 +18,7 @@ use crate::plan::Plan;
 use crate::schedule::{LrScheduler, Schedule};
 use crate::step::{GradPair, eval_nll_sum, inference_model, micro_batch_grads};
 use tigerflow_llm::adapters::{attach_fresh, attach_peft, export, for_each_target_mut};
+use tigerflow_llm::failure::{self, DeviceFailure};
 
 /// Everything the loop needs besides the model and data.
 #[derive(Debug, Clone)]
@@ -65,6 +66,15 @@ pub enum TrainError {
     },
     #[error("cannot resume: {0}; fix: delete the stage's output directory to start afresh")]
     Resume(String),
+    #[error(
+        "{failure} in step {step}; the last good checkpoint ({last_good}) is kept; fix: lower micro_batch_size or sequence_len{}",
+        if failure.out_of_memory() { "" } else { ", or report the message above" }
+    )]
+    Device {
+        step: usize,
+        failure: DeviceFailure,
+        last_good: String,
+    },
 }
 
 /// What the loop reports as it goes.
@@ -91,6 +101,16 @@ fn micro_seed(seed: u64, step: usize, micro: usize) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+/// Stops the run if the device failed since the last check: its results can no longer be trusted
+/// (see `tigerflow_llm::failure`).
+fn device_healthy(step: usize, last_good: &str) -> Result<(), TrainError> {
+    failure::check().map_err(|failure| TrainError::Device {
+        step,
+        failure,
+        last_good: last_good.to_owned(),
+    })
 }
 
 /// The mean token NLL of `rows` (teacher forcing, no dropout) on a model without autodiff.
@@ -285,6 +305,7 @@ pub fn train<B: AutodiffBackend>(
             device,
         );
         let loss = acc.loss();
+        device_healthy(step + 1, &last_good)?;
         if !loss.is_finite() {
             return Err(TrainError::NonFinite {
                 step: step + 1,
@@ -336,6 +357,7 @@ pub fn train<B: AutodiffBackend>(
             final_eval = Some(eval_loss);
         }
         if done % settings.save_steps.max(1) == 0 || last {
+            device_healthy(done, &last_good)?;
             let adapter = export(model, &settings.targets, adapter_config.clone());
             checkpoint::save(out, &state, &adapter, &optimizer)?;
             last_good = format!("step {done}");
