@@ -13,7 +13,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use tigerflow_llm::peft::PeftAdapter;
 
-use crate::adamw::{AdamW, Moments};
+use crate::adamw::Moments;
 
 pub const DIR: &str = "checkpoints";
 const LATEST: &str = "latest";
@@ -57,7 +57,7 @@ pub struct TrainerState {
 pub struct Restored<B: Backend> {
     pub state: TrainerState,
     pub adapter: PeftAdapter,
-    pub moments: BTreeMap<String, Moments<B>>,
+    pub moments: BTreeMap<String, Moments<B, 2>>,
 }
 
 fn step_dir(out: &Path, step: usize) -> PathBuf {
@@ -70,7 +70,7 @@ pub fn save<B: Backend>(
     out: &Path,
     state: &TrainerState,
     adapter: &PeftAdapter,
-    optimizer: &AdamW<B>,
+    moments: &BTreeMap<String, Moments<B, 2>>,
 ) -> Result<PathBuf, CheckpointError> {
     let dir = step_dir(out, state.step);
     if dir.exists() {
@@ -80,7 +80,7 @@ pub fn save<B: Backend>(
         path: dir.clone(),
         message: e.to_string(),
     })?;
-    save_moments(&dir.join(OPTIMIZER), optimizer)?;
+    save_moments(&dir.join(OPTIMIZER), moments)?;
     let state_path = dir.join(STATE);
     std::fs::write(
         &state_path,
@@ -109,9 +109,12 @@ pub fn save<B: Backend>(
     Ok(dir)
 }
 
-fn save_moments<B: Backend>(path: &Path, optimizer: &AdamW<B>) -> Result<(), CheckpointError> {
+fn save_moments<B: Backend>(
+    path: &Path,
+    moments: &BTreeMap<String, Moments<B, 2>>,
+) -> Result<(), CheckpointError> {
     let mut buffers = Vec::new();
-    for (name, m) in &optimizer.moments {
+    for (name, m) in moments {
         for (suffix, t) in [("exp_avg", &m.exp_avg), ("exp_avg_sq", &m.exp_avg_sq)] {
             let shape = t.dims().to_vec();
             let values: Vec<f32> = t

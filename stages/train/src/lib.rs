@@ -5,6 +5,7 @@ pub mod base;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod flat;
 pub mod metrics;
 mod model_card;
 pub mod packing;

@@ -12,6 +12,7 @@ use tigerflow_llm::peft::AdapterConfig;
 
 use crate::adamw::{AdamW, AdamWConfig, clip_global_norm};
 use crate::checkpoint::{self, CheckpointError, TrainerState};
+use crate::flat::FlatLayout;
 use crate::metrics::{MetricsLine, MetricsLog};
 use crate::packing::{Batch, Padding, Row, collate};
 use crate::plan::Plan;
@@ -191,6 +192,25 @@ pub fn accumulate<B: AutodiffBackend>(
     }
 }
 
+/// The adapter tensors of `model` without autodiff, `lora_A` then `lora_B` of every target in
+/// adapter order, and their layout (named as the optimizer checkpoint names them).
+pub fn adapter_tensors<B: AutodiffBackend>(
+    model: &mut Llama<B>,
+    targets: &[String],
+) -> (FlatLayout, Vec<Tensor<B::InnerBackend, 2>>) {
+    let mut entries = Vec::new();
+    let mut tensors = Vec::new();
+    for_each_target_mut(model, targets, |name, projection| {
+        if let Some(lora) = &projection.lora {
+            for (suffix, t) in [("lora_A", lora.lora_a.val()), ("lora_B", lora.lora_b.val())] {
+                entries.push((format!("{name}.{suffix}"), t.dims()));
+                tensors.push(t.inner());
+            }
+        }
+    });
+    (FlatLayout::new(entries), tensors)
+}
+
 /// Clips `grads` to `max_grad_norm` (global), takes one AdamW step at `lr` and writes the new
 /// adapter weights into `model`. Returns the norm before clipping.
 pub fn apply_update<B: AutodiffBackend>(
@@ -201,21 +221,19 @@ pub fn apply_update<B: AutodiffBackend>(
     lr: f64,
     max_grad_norm: f64,
 ) -> f64 {
-    let mut flat: Vec<Tensor<B::InnerBackend, 2>> =
-        grads.into_iter().flat_map(|(a, b)| [a, b]).collect();
-    let grad_norm = clip_global_norm(&mut flat, max_grad_norm);
-    optimizer.begin_step();
-    let mut flat = flat.into_iter();
-    for_each_target_mut(model, targets, |name, projection| {
+    let (layout, params) = adapter_tensors(model, targets);
+    let grad = layout.flatten(grads.into_iter().flat_map(|(a, b)| [a, b]).collect());
+    let (grad, grad_norm) = clip_global_norm(grad, max_grad_norm);
+    let updated = optimizer.step(layout.flatten(params), grad, lr);
+    let mut parts = layout.split(updated).into_iter();
+    for_each_target_mut(model, targets, |_, projection| {
         let Some(lora) = projection.lora.as_mut() else {
             return;
         };
-        let (ga, gb) = (
-            flat.next().expect("one grad per lora_A"),
-            flat.next().expect("one grad per lora_B"),
+        let (a, b) = (
+            parts.next().expect("one tensor per lora_A"),
+            parts.next().expect("one tensor per lora_B"),
         );
-        let a = optimizer.update(&format!("{name}.lora_A"), lora.lora_a.val().inner(), ga, lr);
-        let b = optimizer.update(&format!("{name}.lora_B"), lora.lora_b.val().inner(), gb, lr);
         lora.lora_a = Param::initialized(lora.lora_a.id, Tensor::from_inner(a).require_grad());
         lora.lora_b = Param::initialized(lora.lora_b.id, Tensor::from_inner(b).require_grad());
     });
@@ -251,8 +269,10 @@ pub fn train<B: AutodiffBackend>(
     let mut state = match restored {
         Some(r) => {
             attach_peft(model, &r.adapter, device).map_err(TrainError::Resume)?;
-            optimizer.moments = r.moments;
-            optimizer.steps = r.state.step;
+            let (layout, _) = adapter_tensors(model, &settings.targets);
+            optimizer
+                .restore(&layout, r.moments, r.state.step)
+                .map_err(TrainError::Resume)?;
             observer.log(&format!(
                 "resuming from the checkpoint at step {}",
                 r.state.step
@@ -359,7 +379,8 @@ pub fn train<B: AutodiffBackend>(
         if done % settings.save_steps.max(1) == 0 || last {
             device_healthy(done, &last_good)?;
             let adapter = export(model, &settings.targets, adapter_config.clone());
-            checkpoint::save(out, &state, &adapter, &optimizer)?;
+            let (layout, _) = adapter_tensors(model, &settings.targets);
+            checkpoint::save(out, &state, &adapter, &optimizer.named_moments(&layout))?;
             last_good = format!("step {done}");
         }
         if stop_after == Some(done) {
