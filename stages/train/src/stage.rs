@@ -32,7 +32,8 @@ const INPUTS: &[InputSlot] = &[InputSlot {
 
 impl TypedStage for TrainStage {
     const KIND: &'static str = "train";
-    const CODE_VERSION: u32 = 1;
+    /// 2: clipping sums the squared gradient over one flat vector (another rounding order).
+    const CODE_VERSION: u32 = 2;
     const INPUTS: &'static [InputSlot] = INPUTS;
     const RESUMABLE: bool = true;
     type Params = TrainParams;
