@@ -5,19 +5,8 @@
 mod common;
 
 use common::*;
-use tigerflow_llm::peft::AdapterConfig;
-use tigerflow_train::metrics::MetricsLine;
 use tigerflow_train::packing::pack;
-use tigerflow_train::plan::Plan;
-use tigerflow_train::trainer::{Observer, TrainError, train};
-
-struct Quiet;
-
-impl Observer for Quiet {
-    fn started(&mut self, _: usize, _: usize) {}
-    fn step_done(&mut self, _: &MetricsLine, _: usize) {}
-    fn log(&mut self, _: &str) {}
-}
+use tigerflow_train::trainer::TrainError;
 
 #[test]
 fn a_failed_device_thread_stops_training_at_the_next_step() {
@@ -30,31 +19,9 @@ fn a_failed_device_thread_stops_training_at_the_next_step() {
     assert!(crashed.is_err());
 
     let s = settings(0.0);
-    let rows = pack(&samples(8, 5), 32, true).rows;
-    let plan = Plan::new(
-        rows,
-        s.micro_batch_size,
-        s.accumulation,
-        s.num_epochs,
-        s.max_steps,
-        s.seed,
-        s.padding,
-    );
-    let config = AdapterConfig::lora("tiny", s.lora.r, s.lora.alpha, s.lora.dropout, &s.targets);
+    let plan = plan_of(pack(&samples(8, 5), 32, true).rows, &s);
     let out = tempfile::tempdir().unwrap();
-    let mut model = tiny_model(false);
-    let err = train(
-        &mut model,
-        &plan,
-        &[],
-        &s,
-        &config,
-        out.path(),
-        &Default::default(),
-        &mut Quiet,
-        None,
-    )
-    .unwrap_err();
+    let err = train_tiny(&mut tiny_model(false), &plan, &[], &s, out.path(), None).unwrap_err();
     assert!(matches!(err, TrainError::Device { step: 1, .. }), "{err}");
     let message = err.to_string();
     assert!(

@@ -4,38 +4,21 @@
 mod common;
 
 use common::*;
-use tigerflow_llm::peft::{AdapterConfig, PeftAdapter};
+use tigerflow_llm::peft::PeftAdapter;
 use tigerflow_train::metrics::{MetricsLine, read};
 use tigerflow_train::packing::pack;
-use tigerflow_train::plan::Plan;
-use tigerflow_train::trainer::{Observer, train};
-
-struct Quiet;
-
-impl Observer for Quiet {
-    fn started(&mut self, _: usize, _: usize) {}
-    fn step_done(&mut self, _: &MetricsLine, _: usize) {}
-    fn log(&mut self, _: &str) {}
-}
 
 fn run(out: &std::path::Path, stop_after: Option<usize>) -> tigerflow_train::trainer::Outcome {
     let s = settings(0.05);
-    let rows = pack(&samples(14, 5), 32, true).rows;
-    let plan = Plan::new(
-        rows,
-        s.micro_batch_size,
-        s.accumulation,
-        s.num_epochs,
-        s.max_steps,
-        s.seed,
-        s.padding,
-    );
+    let plan = plan_of(pack(&samples(14, 5), 32, true).rows, &s);
     let test_rows = pack(&samples(3, 99), 32, true).rows;
-    let config = AdapterConfig::lora("tiny", s.lora.r, s.lora.alpha, s.lora.dropout, &s.targets);
-    let mut model = tiny_model(true);
-    let device = Default::default();
-    train(
-        &mut model, &plan, &test_rows, &s, &config, out, &device, &mut Quiet, stop_after,
+    train_tiny(
+        &mut tiny_model(true),
+        &plan,
+        &test_rows,
+        &s,
+        out,
+        stop_after,
     )
     .unwrap()
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use tigerflow_train::packing::{Padding, pack};
+use tigerflow_train::packing::pack;
 
 #[test]
 fn packed_and_unpacked_rows_give_the_same_loss() {
@@ -20,46 +20,18 @@ fn one_by_four_accumulation_equals_four_by_one() {
 fn a_non_finite_loss_stops_the_run_with_a_clear_error() {
     use burn::module::Param;
     use burn::tensor::Tensor;
-    use tigerflow_llm::peft::AdapterConfig;
-    use tigerflow_train::plan::Plan;
-    use tigerflow_train::trainer::{Observer, TrainError, train};
-
-    struct Quiet;
-    impl Observer for Quiet {
-        fn started(&mut self, _: usize, _: usize) {}
-        fn step_done(&mut self, _: &tigerflow_train::metrics::MetricsLine, _: usize) {}
-        fn log(&mut self, _: &str) {}
-    }
+    use tigerflow_train::trainer::TrainError;
 
     let device = Default::default();
     let mut model = tiny_model(false);
     let dims = model.embed_tokens.val().dims();
     model.embed_tokens =
         Param::from_tensor(Tensor::full(dims, f32::NAN, &device)).set_require_grad(false);
-    let s = settings(0.0);
-    let plan = Plan::new(
-        pack(&samples(4, 2), 32, true).rows,
-        2,
-        1,
-        1,
-        Some(2),
-        1,
-        Padding::longest(0),
-    );
-    let config = AdapterConfig::lora("tiny", 4, 8.0, 0.0, &s.targets);
+    let mut s = settings(0.0);
+    (s.accumulation, s.max_steps, s.seed) = (1, Some(2), 1);
+    let plan = plan_of(pack(&samples(4, 2), 32, true).rows, &s);
     let out = tempfile::tempdir().unwrap();
-    let err = train(
-        &mut model,
-        &plan,
-        &[],
-        &s,
-        &config,
-        out.path(),
-        &device,
-        &mut Quiet,
-        None,
-    )
-    .unwrap_err();
+    let err = train_tiny(&mut model, &plan, &[], &s, out.path(), None).unwrap_err();
     assert!(
         matches!(err, TrainError::NonFinite { step: 1, .. }),
         "{err}"

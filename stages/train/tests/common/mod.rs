@@ -18,18 +18,22 @@ use tigerflow_llm::config::LlamaConfig;
 use tigerflow_llm::linear::Projection;
 use tigerflow_llm::lora::{ALL_LINEAR, LoraConfig};
 use tigerflow_llm::model::Llama;
-use tigerflow_llm::peft::PeftAdapter;
+use tigerflow_llm::peft::{AdapterConfig, PeftAdapter};
 use tigerflow_llm::safetensors_dir::SafetensorsDir;
 use tigerflow_llm::weights::{load_llama, nf4 as quantize_nf4};
 use tigerflow_train::adamw::AdamW;
 use tigerflow_train::adamw::AdamWConfig;
+use tigerflow_train::metrics::MetricsLine;
+use tigerflow_train::packing::Row;
 use tigerflow_train::packing::{Batch, IGNORE};
 use tigerflow_train::packing::{Padding, collate, pack};
+use tigerflow_train::plan::Plan;
 use tigerflow_train::schedule::LrScheduler;
 use tigerflow_train::schedule::Schedule;
 use tigerflow_train::step::{eval_nll_sum, inference_model};
 use tigerflow_train::trainer::Settings;
 use tigerflow_train::trainer::{Accumulated, accumulate, apply_update};
+use tigerflow_train::trainer::{Observer, Outcome, TrainError, train};
 
 pub type B = Autodiff<CpuBackend>;
 
@@ -91,6 +95,51 @@ pub fn settings(dropout: f64) -> Settings {
         recompute: true,
         padding: Padding::longest(0),
     }
+}
+
+/// The plan of `rows` under `s`.
+pub fn plan_of(rows: Vec<Row>, s: &Settings) -> Plan {
+    Plan::new(
+        rows,
+        s.micro_batch_size,
+        s.accumulation,
+        s.num_epochs,
+        s.max_steps,
+        s.seed,
+        s.padding,
+    )
+}
+
+/// Discards the training loop's progress reports.
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn started(&mut self, _: usize, _: usize) {}
+    fn step_done(&mut self, _: &MetricsLine, _: usize) {}
+    fn log(&mut self, _: &str) {}
+}
+
+/// Trains the tiny `model` on the CPU under `s`, writing into `out`, without progress output.
+pub fn train_tiny(
+    model: &mut Llama<B>,
+    plan: &Plan,
+    test_rows: &[Row],
+    s: &Settings,
+    out: &Path,
+    stop_after: Option<usize>,
+) -> Result<Outcome, TrainError> {
+    let config = AdapterConfig::lora("tiny", s.lora.r, s.lora.alpha, s.lora.dropout, &s.targets);
+    train(
+        model,
+        plan,
+        test_rows,
+        s,
+        &config,
+        out,
+        &Default::default(),
+        &mut Quiet,
+        stop_after,
+    )
 }
 
 /// The batch shape the checks pad to: on a GPU every new shape compiles new kernels, so one
