@@ -67,10 +67,15 @@ impl<B: Backend> LayerCache<B> {
     }
 
     fn tensors(&self) -> &(Tensor<B, 4>, Tensor<B, 4>) {
-        self.kv
-            .as_ref()
-            .expect("a layer cache is only empty while written")
+        self.kv.as_ref().expect(Self::ONLY_EMPTY_WHILE_WRITTEN)
     }
+
+    /// Moves the tensors out, so that they are unshared while a new version is made.
+    fn take(&mut self) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        self.kv.take().expect(Self::ONLY_EMPTY_WHILE_WRITTEN)
+    }
+
+    const ONLY_EMPTY_WHILE_WRITTEN: &str = "a layer cache is only empty while written";
 
     /// Writes `key`/`value` `[B, kv_heads, L, head_dim]` at positions `start..start + L` and
     /// returns the first `visible` slots. The cache's tensors are moved out while written:
@@ -82,10 +87,7 @@ impl<B: Backend> LayerCache<B> {
         value: Tensor<B, 4>,
         visible: usize,
     ) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let (all_keys, all_values) = self
-            .kv
-            .take()
-            .expect("a layer cache is only empty while written");
+        let (all_keys, all_values) = self.take();
         let [b, kv, len, d] = key.dims();
         let at = [0..b, 0..kv, start..start + len, 0..d];
         let all_keys = all_keys.slice_assign(at.clone(), key);
@@ -97,10 +99,7 @@ impl<B: Backend> LayerCache<B> {
 
     /// Appends `extra` empty slots.
     fn grow(&mut self, extra: usize) {
-        let (key, value) = self
-            .kv
-            .take()
-            .expect("a layer cache is only empty while written");
+        let (key, value) = self.take();
         let [b, kv, _, d] = key.dims();
         let zeros = Tensor::<B, 4>::zeros([b, kv, extra, d], &key.device());
         self.kv = Some((
