@@ -58,6 +58,13 @@ enum Command {
     /// Measures training speed on a model shape with random weights (no download).
     #[cfg(feature = "ml-stages")]
     Bench(crate::bench::BenchArgs),
+    /// Runs one rank of a multi-GPU training job: started by the train stage, or on every host
+    /// by the stage's `launcher` (reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT).
+    #[cfg(feature = "ml-stages")]
+    TrainRank {
+        /// The job.json the train stage wrote into its output folder.
+        job: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +124,16 @@ pub fn main(registry: Registry) -> i32 {
     #[cfg(feature = "ml-stages")]
     if let Command::Bench(args) = &cli.command {
         return crate::bench::run(args);
+    }
+    #[cfg(feature = "ml-stages")]
+    if let Command::TrainRank { job } = &cli.command {
+        return match tigerflow_train::rank::run_rank(job) {
+            Ok(()) => 0,
+            Err(message) => {
+                eprintln!("error: {message}");
+                1
+            }
+        };
     }
     match dispatch(&cli, &pipeline_file, &registry) {
         Ok(code) => code,
@@ -179,7 +196,7 @@ fn dispatch(cli: &Cli, pipeline_file: &std::path::Path, registry: &Registry) -> 
             Ok(0)
         }
         #[cfg(feature = "ml-stages")]
-        Command::Generate(_) | Command::Bench(_) => {
+        Command::Generate(_) | Command::Bench(_) | Command::TrainRank { .. } => {
             unreachable!("handled before the project is opened")
         }
     }

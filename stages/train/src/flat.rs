@@ -23,6 +23,14 @@ impl FlatLayout {
         &self.entries
     }
 
+    /// The length of the flat vector.
+    pub fn elements(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(_, [rows, cols])| rows * cols)
+            .sum()
+    }
+
     /// The tensors, in layout order, as one vector.
     pub fn flatten<B: Backend>(&self, tensors: Vec<Tensor<B, 2>>) -> Tensor<B, 1> {
         debug_assert_eq!(tensors.len(), self.entries.len());

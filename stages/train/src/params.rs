@@ -82,6 +82,19 @@ pub struct TrainParams {
     pub seed: u64,
     /// `"cpu"`, `"cuda"` or `"cuda:N"` (CUDA needs a build with the `cuda` feature).
     pub device: String,
+    /// Data parallelism: one rank (a process with a model replica) per listed device of each
+    /// host, e.g. `["cuda:0", "cuda:1"]`; overrides `device`. Every rank computes
+    /// `micro_batch_size × gradient_accumulation_steps` rows of each optimizer step, so a step
+    /// has that many rows times the number of ranks (as with accelerate or torchrun). `"cpu"` may
+    /// repeat, to try the data-parallel path without GPUs.
+    pub devices: Vec<String>,
+    /// Hosts taking part (each runs `devices.len()` ranks); more than one needs a `launcher`.
+    pub hosts: usize,
+    /// Starts the ranks on every host instead of this process, e.g.
+    /// `["srun", "--nodes=2", "--ntasks-per-node=8"]`: it is run once with
+    /// `tigerflow train-rank <job>` appended and must start `hosts × devices.len()` copies with
+    /// torchrun's or SLURM's rank variables set (README, "Several GPUs and hosts").
+    pub launcher: Vec<String>,
 }
 
 impl Default for TrainParams {
@@ -120,6 +133,9 @@ impl Default for TrainParams {
             save_steps: None,
             seed: 42,
             device: "cpu".into(),
+            devices: Vec::new(),
+            hosts: 1,
+            launcher: Vec::new(),
         }
     }
 }
@@ -144,6 +160,25 @@ impl TrainParams {
 
     pub fn save_every(&self) -> usize {
         self.save_steps.unwrap_or(self.eval_steps)
+    }
+
+    /// The devices of one host's ranks, by local rank.
+    pub fn host_devices(&self) -> Vec<&str> {
+        if self.devices.is_empty() {
+            vec![self.device.as_str()]
+        } else {
+            self.devices.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// How many ranks train together.
+    pub fn world_size(&self) -> usize {
+        self.hosts * self.host_devices().len()
+    }
+
+    /// Whether training runs in rank processes rather than in the stage's own process.
+    pub fn distributed(&self) -> bool {
+        self.world_size() > 1 || !self.launcher.is_empty()
     }
 }
 
@@ -285,6 +320,100 @@ impl Params for TrainParams {
         }
         tigerflow_llm::device::DeviceSpec::parse(&self.device)
             .map_err(|m| ParamError::new(&["device"], m))?;
+        self.validate_devices()
+    }
+}
+
+impl TrainParams {
+    fn validate_devices(&self) -> Result<(), ParamError> {
+        use tigerflow_llm::device::DeviceSpec;
+        let mut specs = Vec::new();
+        for (i, name) in self.devices.iter().enumerate() {
+            let spec = DeviceSpec::parse(name)
+                .map_err(|m| ParamError::new(&["devices", &i.to_string()], m))?;
+            if spec != DeviceSpec::Cpu && specs.contains(&spec) {
+                return Err(ParamError::new(
+                    &["devices", &i.to_string()],
+                    format!("{name} is listed twice; fix: list each GPU once"),
+                ));
+            }
+            specs.push(spec);
+        }
+        if specs.contains(&DeviceSpec::Cpu) && specs.iter().any(|s| *s != DeviceSpec::Cpu) {
+            return Err(ParamError::new(
+                &["devices"],
+                "mixes \"cpu\" and GPUs; fix: list only GPUs (or only \"cpu\" to try data parallelism without GPUs)",
+            ));
+        }
+        check(
+            self.hosts >= 1,
+            "hosts",
+            "must be ≥ 1; fix: remove it for one host".into(),
+        )?;
+        check(
+            self.hosts == 1 || !self.launcher.is_empty(),
+            "hosts",
+            format!(
+                "is {} but no launcher starts the ranks on the other hosts; fix: set launcher, e.g. [\"srun\", \"--nodes={}\", \"--ntasks-per-node={}\"]",
+                self.hosts,
+                self.hosts,
+                self.host_devices().len()
+            ),
+        )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(devices: &[&str], hosts: usize, launcher: &[&str]) -> TrainParams {
+        TrainParams {
+            base_model: "model".into(),
+            devices: devices.iter().map(|d| d.to_string()).collect(),
+            hosts,
+            launcher: launcher.iter().map(|d| d.to_string()).collect(),
+            ..TrainParams::default()
+        }
+    }
+
+    /// The failing field's path, dotted, and the message.
+    fn error(p: &TrainParams) -> String {
+        let e = p.validate().unwrap_err();
+        format!("{}: {}", e.path.join("."), e.message)
+    }
+
+    #[test]
+    fn ranks_come_from_devices_and_hosts() {
+        let one = with(&[], 1, &[]);
+        assert_eq!(
+            (one.host_devices(), one.world_size(), one.distributed()),
+            (vec!["cpu"], 1, false)
+        );
+        let two = with(&["cuda:0", "cuda:1"], 1, &[]);
+        assert_eq!((two.world_size(), two.distributed()), (2, true));
+        let cluster = with(&["cuda:0", "cuda:1"], 4, &["srun"]);
+        assert!(cluster.validate().is_ok());
+        assert_eq!(cluster.world_size(), 8);
+        assert!(
+            with(&["cuda:0"], 1, &["srun"]).distributed(),
+            "a launcher always launches"
+        );
+        assert!(with(&["cpu", "cpu"], 1, &[]).validate().is_ok());
+    }
+
+    #[test]
+    fn bad_device_lists_name_the_entry_and_the_fix() {
+        let e = error(&with(&["cuda:0", "cuda:0"], 1, &[]));
+        assert!(e.contains("devices.1") && e.contains("listed twice"), "{e}");
+        let e = error(&with(&["cuda:0", "cpu"], 1, &[]));
+        assert!(e.contains("mixes"), "{e}");
+        let e = error(&with(&["gpu"], 1, &[]));
+        assert!(e.contains("devices.0") && e.contains("cuda:N"), "{e}");
+        let e = error(&with(&["cuda:0"], 2, &[]));
+        assert!(e.contains("hosts") && e.contains("launcher"), "{e}");
+        let e = error(&with(&["cuda:0"], 0, &[]));
+        assert!(e.contains("hosts"), "{e}");
     }
 }

@@ -13,7 +13,9 @@ use tigerflow_stage::{Context, InputSlot, Reporter, StageError, TypedStage};
 
 use crate::adamw::AdamWConfig;
 use crate::base::{BaseSpec, LoadedBase, is_local, load_base};
+use crate::collective::{Alone, Collective};
 use crate::data::{read_texts, wrap};
+use crate::launch::launch;
 use crate::metrics::{MetricsLine, read};
 use crate::model_card::model_card;
 use crate::packing::{Padding, pack};
@@ -62,25 +64,46 @@ impl TypedStage for TrainStage {
     }
 
     fn run(&self, params: &TrainParams, ctx: &mut Context<'_>) -> Result<(), StageError> {
+        if params.distributed() {
+            return launch(params, ctx);
+        }
         let spec = DeviceSpec::parse(&params.device).map_err(StageError::Failed)?;
-        let cache_dir = ctx.cache_dir;
-        let stage = ctx.stage_name;
-        run_on(spec, params.bf16, cache_dir, Training { params, ctx, spec })
-            .map_err(|m| StageError::Failed(format!("stage `{stage}`: {m}")))?
+        train_as_rank(params, ctx, spec, &mut Alone)
     }
 }
 
+/// Trains on `spec` as `collective`'s rank: the whole stage when alone, one replica of a
+/// data-parallel run otherwise (`rank.rs`). Rank 0 writes the outputs.
+pub(crate) fn train_as_rank(
+    params: &TrainParams,
+    ctx: &mut Context<'_>,
+    spec: DeviceSpec,
+    collective: &mut dyn Collective,
+) -> Result<(), StageError> {
+    let cache_dir = ctx.cache_dir;
+    let stage = ctx.stage_name;
+    let training = Training {
+        params,
+        ctx,
+        spec,
+        collective,
+    };
+    run_on(spec, params.bf16, cache_dir, training)
+        .map_err(|m| StageError::Failed(format!("stage `{stage}`: {m}")))?
+}
+
 /// The stage's work, for whichever backend `device` selects.
-struct Training<'p, 'c, 'r> {
+struct Training<'p, 'c, 'r, 'k> {
     params: &'p TrainParams,
     ctx: &'c mut Context<'r>,
     spec: DeviceSpec,
+    collective: &'k mut dyn Collective,
 }
 
-impl OnBackend for Training<'_, '_, '_> {
+impl OnBackend for Training<'_, '_, '_, '_> {
     type Output = Result<(), StageError>;
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        train_on::<Autodiff<B>>(self.params, self.ctx, self.spec, device)
+        train_on::<Autodiff<B>>(self.params, self.ctx, self.spec, device, self.collective)
     }
 }
 
@@ -135,6 +158,8 @@ fn format_eta(seconds: f64) -> String {
     }
 }
 
+/// The loop's settings. An optimizer step has `gradient_accumulation_steps` micro-batches per
+/// rank; every rank plans the whole step and computes its share.
 fn settings(params: &TrainParams, pad_id: u32) -> Settings {
     Settings {
         targets: params.target_modules(),
@@ -144,7 +169,7 @@ fn settings(params: &TrainParams, pad_id: u32) -> Settings {
             dropout: params.lora_dropout,
         },
         micro_batch_size: params.micro_batch_size,
-        accumulation: params.gradient_accumulation_steps,
+        accumulation: params.gradient_accumulation_steps * params.world_size(),
         num_epochs: params.num_epochs,
         max_steps: params.max_steps,
         adamw: AdamWConfig {
@@ -184,6 +209,7 @@ fn train_on<B: AutodiffBackend>(
     ctx: &mut Context<'_>,
     spec: DeviceSpec,
     device: B::Device,
+    collective: &mut dyn Collective,
 ) -> Result<(), StageError> {
     let data = ctx.input("data")?.to_owned();
     let LoadedBase {
@@ -268,6 +294,7 @@ fn train_on<B: AutodiffBackend>(
         &adapter_config,
         ctx.out_dir,
         &device,
+        collective,
         &mut progress,
         None,
     )
@@ -275,6 +302,9 @@ fn train_on<B: AutodiffBackend>(
         TrainError::Io { path, source } => StageError::io(path.display().to_string(), source),
         other => StageError::Failed(format!("stage `{}`: {other}", ctx.stage_name)),
     })?;
+    if collective.rank() != 0 {
+        return Ok(());
+    }
 
     let adapter_dir = ctx.output("adapter");
     tigerflow_llm::adapters::export(&model, &settings.targets, adapter_config)
@@ -287,6 +317,8 @@ fn train_on<B: AutodiffBackend>(
         "base_model": params.base_model,
         "base_model_resolved": resolved,
         "device": spec.to_string(),
+        "devices": params.host_devices(),
+        "ranks": params.world_size(),
         "compute_dtype": spec.dtype(params.bf16),
         "train_samples": train_samples.len(),
         "train_samples_dropped": packed.dropped,

@@ -4,14 +4,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Param;
-use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, Tensor, TensorData};
 use tigerflow_llm::lora::LoraConfig;
 use tigerflow_llm::model::Llama;
 use tigerflow_llm::peft::AdapterConfig;
 
 use crate::adamw::{AdamW, AdamWConfig, clip_global_norm};
 use crate::checkpoint::{self, CheckpointError, TrainerState};
+use crate::collective::{Collective, Shard};
 use crate::flat::FlatLayout;
 use crate::metrics::{MetricsLine, MetricsLog};
 use crate::packing::{Batch, Padding, Row, collate};
@@ -67,6 +68,8 @@ pub enum TrainError {
     },
     #[error("cannot resume: {0}; fix: delete the stage's output directory to start afresh")]
     Resume(String),
+    #[error("step {step}: {message}")]
+    Ranks { step: usize, message: String },
     #[error(
         "{failure} in step {step}; the last good checkpoint ({last_good}) is kept; fix: lower micro_batch_size or sequence_len{}",
         if failure.out_of_memory() { "" } else { ", or report the message above" }
@@ -160,11 +163,34 @@ pub fn accumulate<B: AutodiffBackend>(
     recompute: bool,
     device: &B::Device,
 ) -> Accumulated<B> {
+    accumulate_shard(
+        model,
+        targets,
+        batches,
+        Shard::WHOLE,
+        step_seed,
+        recompute,
+        device,
+    )
+}
+
+/// [`accumulate`] over `shard`'s micro-batches of the step only. Losses are still divided by
+/// the whole step's target tokens, so the ranks' sums add up to the step's gradient; a rank with
+/// no micro-batch in a short last step returns no gradients.
+pub fn accumulate_shard<B: AutodiffBackend>(
+    model: &Llama<B>,
+    targets: &[String],
+    batches: &[Batch],
+    shard: Shard,
+    step_seed: u64,
+    recompute: bool,
+    device: &B::Device,
+) -> Accumulated<B> {
     let tokens: usize = batches.iter().map(|b| b.target_tokens).sum();
     let scale = 1.0 / tokens.max(1) as f64;
     let mut nll_sum = 0.0;
     let mut grads: Vec<GradPair<B::InnerBackend>> = Vec::new();
-    for (j, batch) in batches.iter().enumerate() {
+    for (j, batch) in batches.iter().enumerate().filter(|(j, _)| shard.owns(*j)) {
         let g = micro_batch_grads(
             model,
             targets,
@@ -222,7 +248,43 @@ pub fn apply_update<B: AutodiffBackend>(
     max_grad_norm: f64,
 ) -> f64 {
     let (layout, params) = adapter_tensors(model, targets);
-    let grad = layout.flatten(grads.into_iter().flat_map(|(a, b)| [a, b]).collect());
+    let grad = flat_gradient(&layout, grads, &device_of(model));
+    apply_flat_update(
+        model,
+        targets,
+        optimizer,
+        (layout, params),
+        grad,
+        lr,
+        max_grad_norm,
+    )
+}
+
+/// The gradients as one vector in `layout`'s order; zeros when there are none (a rank that had
+/// no micro-batch in a step).
+pub fn flat_gradient<B: Backend>(
+    layout: &FlatLayout,
+    grads: Vec<GradPair<B>>,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    if grads.is_empty() {
+        return Tensor::zeros([layout.elements()], device);
+    }
+    layout.flatten(grads.into_iter().flat_map(|(a, b)| [a, b]).collect())
+}
+
+/// [`apply_update`] with the gradient already flat, for `adapters` as [`adapter_tensors`]
+/// returned them.
+pub fn apply_flat_update<B: AutodiffBackend>(
+    model: &mut Llama<B>,
+    targets: &[String],
+    optimizer: &mut AdamW<B::InnerBackend>,
+    adapters: (FlatLayout, Vec<Tensor<B::InnerBackend, 2>>),
+    grad: Tensor<B::InnerBackend, 1>,
+    lr: f64,
+    max_grad_norm: f64,
+) -> f64 {
+    let (layout, params) = adapters;
     let (grad, grad_norm) = clip_global_norm(grad, max_grad_norm);
     let updated = optimizer.step(layout.flatten(params), grad, lr);
     let mut parts = layout.split(updated).into_iter();
@@ -240,9 +302,38 @@ pub fn apply_update<B: AutodiffBackend>(
     grad_norm
 }
 
+/// The step's gradient and NLL sum, added up over all ranks: what one process computing the
+/// whole step would hold. The gradient is widened to f32 on the device, so that the host only
+/// copies it and bf16 partial sums add up without rounding.
+pub fn sum_over_ranks<B: Backend>(
+    collective: &mut dyn Collective,
+    grad: Tensor<B, 1>,
+    nll_sum: f64,
+) -> Result<(Tensor<B, 1>, f64), String> {
+    if collective.world_size() == 1 {
+        return Ok((grad, nll_sum));
+    }
+    let (device, dtype) = (grad.device(), grad.dtype());
+    let mut values: Vec<f32> = grad
+        .cast(DType::F32)
+        .into_data()
+        .into_vec()
+        .expect("cast to f32");
+    collective.all_reduce_sum(&mut values)?;
+    let mut nll = [nll_sum as f32];
+    collective.all_reduce_sum(&mut nll)?;
+    let len = values.len();
+    let sum = Tensor::<B, 1>::from_data(TensorData::new(values, [len]), (&device, DType::F32));
+    Ok((sum.cast(dtype), f64::from(nll[0])))
+}
+
 /// Trains the adapters of `model` (which must hold fresh adapters or none) on `plan`'s rows,
 /// writing checkpoints and `metrics.jsonl` under `out`. A previous attempt's checkpoint in
 /// `out` is resumed. `stop_after` ends the run early after that many steps (a simulated kill).
+///
+/// With several ranks in `collective`, every rank calls this with the same plan and settings:
+/// each computes its [`Shard`] of every step, the gradients are summed over the ranks, and all
+/// ranks take the same update. Rank 0 alone evaluates and writes metrics and checkpoints.
 #[allow(clippy::too_many_arguments)]
 pub fn train<B: AutodiffBackend>(
     model: &mut Llama<B>,
@@ -252,6 +343,7 @@ pub fn train<B: AutodiffBackend>(
     adapter_config: &AdapterConfig,
     out: &Path,
     device: &B::Device,
+    collective: &mut dyn Collective,
     observer: &mut dyn Observer,
     stop_after: Option<usize>,
 ) -> Result<Outcome, TrainError> {
@@ -304,7 +396,13 @@ pub fn train<B: AutodiffBackend>(
         let path = path.to_owned();
         move |source| TrainError::Io { path, source }
     };
-    let metrics = MetricsLog::open(&metrics_path, resumed_at).map_err(io(&metrics_path))?;
+    let leader = collective.rank() == 0;
+    let metrics = if leader {
+        Some(MetricsLog::open(&metrics_path, resumed_at).map_err(io(&metrics_path))?)
+    } else {
+        None
+    };
+    let shard = Shard::of(collective);
     observer.started(plan.total_steps, resumed_at);
     let mut last_good = if resumed_at > 0 {
         format!("step {resumed_at}")
@@ -316,16 +414,24 @@ pub fn train<B: AutodiffBackend>(
     for step in resumed_at..plan.total_steps {
         let started = Instant::now();
         let batches = plan.step(step);
-        let acc = accumulate(
+        let acc = accumulate_shard(
             model,
             &settings.targets,
             &batches,
+            shard,
             micro_seed(settings.seed, step, 0),
             settings.recompute,
             device,
         );
-        let loss = acc.loss();
         device_healthy(step + 1, &last_good)?;
+        let adapters = adapter_tensors(model, &settings.targets);
+        let grad = flat_gradient(&adapters.0, acc.grads, device);
+        let (grad, nll_sum) =
+            sum_over_ranks(collective, grad, acc.nll_sum).map_err(|message| TrainError::Ranks {
+                step: step + 1,
+                message,
+            })?;
+        let loss = nll_sum / acc.tokens.max(1) as f64;
         if !loss.is_finite() {
             return Err(TrainError::NonFinite {
                 step: step + 1,
@@ -335,11 +441,12 @@ pub fn train<B: AutodiffBackend>(
         }
         let tokens = acc.tokens;
         let lr = schedule.lr(step);
-        let grad_norm = apply_update(
+        let grad_norm = apply_flat_update(
             model,
             &settings.targets,
             &mut optimizer,
-            acc.grads,
+            adapters,
+            grad,
             lr,
             settings.max_grad_norm,
         );
@@ -357,12 +464,15 @@ pub fn train<B: AutodiffBackend>(
         line.grad_norm = Some(grad_norm);
         line.tokens = Some(tokens);
         line.tokens_per_s = Some(tokens as f64 / elapsed);
-        if done % settings.logging_steps == 0 || last {
+        if let Some(metrics) = &metrics
+            && (done % settings.logging_steps == 0 || last)
+        {
             metrics.append(&line).map_err(io(&metrics_path))?;
         }
         observer.step_done(&line, plan.total_steps);
         let eval_due = (settings.eval_steps > 0 && done % settings.eval_steps == 0) || last;
-        if eval_due
+        if let Some(metrics) = &metrics
+            && eval_due
             && let Some(eval_loss) = evaluate(
                 &inference_model(model),
                 test_rows,
@@ -376,7 +486,7 @@ pub fn train<B: AutodiffBackend>(
             observer.log(&format!("step {done}: eval loss {eval_loss:.4}"));
             final_eval = Some(eval_loss);
         }
-        if done % settings.save_steps.max(1) == 0 || last {
+        if leader && (done % settings.save_steps.max(1) == 0 || last) {
             device_healthy(done, &last_good)?;
             let adapter = export(model, &settings.targets, adapter_config.clone());
             let (layout, _) = adapter_tensors(model, &settings.targets);

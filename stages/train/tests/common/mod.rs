@@ -23,6 +23,7 @@ use tigerflow_llm::safetensors_dir::SafetensorsDir;
 use tigerflow_llm::weights::{load_llama, nf4 as quantize_nf4};
 use tigerflow_train::adamw::AdamW;
 use tigerflow_train::adamw::AdamWConfig;
+use tigerflow_train::collective::{Alone, Collective};
 use tigerflow_train::metrics::MetricsLine;
 use tigerflow_train::packing::Row;
 use tigerflow_train::packing::{Batch, IGNORE};
@@ -128,6 +129,19 @@ pub fn train_tiny(
     out: &Path,
     stop_after: Option<usize>,
 ) -> Result<Outcome, TrainError> {
+    train_tiny_as(&mut Alone, model, plan, test_rows, s, out, stop_after)
+}
+
+/// [`train_tiny`] as one rank of `collective`.
+pub fn train_tiny_as(
+    collective: &mut dyn Collective,
+    model: &mut Llama<B>,
+    plan: &Plan,
+    test_rows: &[Row],
+    s: &Settings,
+    out: &Path,
+    stop_after: Option<usize>,
+) -> Result<Outcome, TrainError> {
     let config = AdapterConfig::lora("tiny", s.lora.r, s.lora.alpha, s.lora.dropout, &s.targets);
     train(
         model,
@@ -137,6 +151,7 @@ pub fn train_tiny(
         &config,
         out,
         &Default::default(),
+        collective,
         &mut Quiet,
         stop_after,
     )

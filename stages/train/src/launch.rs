@@ -1,0 +1,265 @@
+//! Starting and watching the ranks of a data-parallel training run.
+//!
+//! Ranks are processes of this same binary (`tigerflow train-rank`), one per device, as
+//! torchrun starts them: a process per GPU keeps each replica's CUDA state apart and is what a
+//! cluster launcher starts on other hosts. The stage starts them on this host, or runs the
+//! configured launcher once, relays rank 0's progress, and stops every rank when one fails.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tigerflow_llm::device::DeviceSpec;
+use tigerflow_llm::sources::ModelSource;
+use tigerflow_stage::{Context, Reporter, StageError};
+
+use crate::nccl_lib;
+use crate::params::TrainParams;
+use crate::rank::Job;
+use crate::rank_env::RankEnv;
+use crate::rank_report::RankLine;
+
+/// The torchrun variables a launcher must set per rank itself (SLURM's stand in for them);
+/// values inherited from a surrounding job would give every rank the same ones.
+const PER_RANK_VARS: [&str; 3] = ["RANK", "WORLD_SIZE", "LOCAL_RANK"];
+
+/// A process to start: what it is called in messages, where its stderr goes.
+pub struct Launch {
+    what: String,
+    log: PathBuf,
+    command: Command,
+}
+
+/// Trains in rank processes as `params` describe; returns when all of them finished.
+pub fn launch(params: &TrainParams, ctx: &mut Context<'_>) -> Result<(), StageError> {
+    let stage = ctx.stage_name.to_owned();
+    let failed = |message: String| StageError::Failed(format!("stage `{stage}`: {message}"));
+    let specs = params
+        .host_devices()
+        .into_iter()
+        .map(DeviceSpec::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failed)?;
+    let gpus = specs.iter().any(|s| *s != DeviceSpec::Cpu);
+    if gpus && !cfg!(feature = "cuda") {
+        return Err(failed(
+            "devices name GPUs, which need a build with CUDA; fix: rebuild with `cargo build --release --features cuda`".into(),
+        ));
+    }
+    // Download a remote base model once, here, rather than in every rank at the same time.
+    ModelSource::parse(&params.base_model, ctx.root)
+        .and_then(|source| source.resolve(ctx.cache_dir, &mut |line| ctx.reporter.log(line)))
+        .map_err(|e| failed(e.to_string()))?;
+
+    let dir = ctx.output("ranks");
+    std::fs::create_dir_all(&dir).map_err(|e| StageError::io(dir.display().to_string(), e))?;
+    let job_path = dir.join("job.json");
+    let job = Job::of(ctx).map_err(|e| StageError::io("resolving the job's paths", e))?;
+    std::fs::write(
+        &job_path,
+        serde_json::to_string_pretty(&job).expect("a job serializes"),
+    )
+    .map_err(|e| StageError::io(job_path.display().to_string(), e))?;
+    let exe = std::env::current_exe().map_err(|e| StageError::io("finding tigerflow itself", e))?;
+    let rank_command = || {
+        let mut command = Command::new(&exe);
+        command.arg("train-rank").arg(&job_path);
+        command
+    };
+
+    let launches = if params.launcher.is_empty() {
+        local_ranks(rank_command, &specs, &dir, ctx.cache_dir).map_err(failed)?
+    } else {
+        let inner = rank_command();
+        let mut command = Command::new(&params.launcher[0]);
+        // Like every path in parameters, a launcher script is found from the project root.
+        command
+            .current_dir(ctx.root)
+            .args(&params.launcher[1..])
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for var in PER_RANK_VARS {
+            command.env_remove(var);
+        }
+        if std::env::var_os("MASTER_ADDR").is_none() {
+            command.env("MASTER_ADDR", host_name().map_err(failed)?);
+        }
+        if std::env::var_os("MASTER_PORT").is_none() {
+            let port = free_port().map_err(|e| StageError::io("choosing MASTER_PORT", e))?;
+            command.env("MASTER_PORT", port.to_string());
+        }
+        if gpus {
+            let nccl = nccl_lib::library_dir(ctx.cache_dir).map_err(failed)?;
+            command.env("LD_LIBRARY_PATH", nccl_lib::library_path_with(&nccl));
+        }
+        vec![Launch {
+            what: format!("launcher `{}`", params.launcher.join(" ")),
+            log: dir.join("launcher.log"),
+            command,
+        }]
+    };
+    ctx.reporter.log(&format!(
+        "training on {} ranks ({} per host: {}); logs in {}",
+        params.world_size(),
+        specs.len(),
+        params.host_devices().join(", "),
+        dir.display()
+    ));
+    supervise(launches, ctx.reporter).map_err(failed)
+}
+
+/// One rank per device of `specs` on this host, meeting at a free local port, each started by
+/// `rank_command` and logging its stderr into `logs`. GPU ranks get NCCL on their library path.
+pub fn local_ranks(
+    rank_command: impl Fn() -> Command,
+    specs: &[DeviceSpec],
+    logs: &Path,
+    cache_dir: &Path,
+) -> Result<Vec<Launch>, String> {
+    let port = free_port().map_err(|e| format!("choosing MASTER_PORT: {e}"))?;
+    let library_path = if specs.iter().any(|s| *s != DeviceSpec::Cpu) {
+        Some(nccl_lib::library_path_with(&nccl_lib::library_dir(
+            cache_dir,
+        )?))
+    } else {
+        None
+    };
+    Ok((0..specs.len())
+        .map(|local_rank| {
+            let env = RankEnv {
+                rank: local_rank,
+                world_size: specs.len(),
+                local_rank,
+                master_addr: "127.0.0.1".into(),
+                master_port: port,
+            };
+            let mut command = rank_command();
+            command.envs(env.vars());
+            if let Some(path) = &library_path {
+                command.env("LD_LIBRARY_PATH", path);
+            }
+            Launch {
+                what: format!("rank {local_rank}"),
+                log: logs.join(format!("rank-{local_rank}.log")),
+                command,
+            }
+        })
+        .collect())
+}
+
+/// Runs `launches` to the end, relaying their stdout to `reporter`. When one fails, the others
+/// are stopped (a rank waiting for a dead peer would wait forever) and the first failure a rank
+/// reported is returned.
+pub fn supervise(launches: Vec<Launch>, reporter: &dyn Reporter) -> Result<(), String> {
+    let mut running: Vec<(String, PathBuf, Child)> = Vec::new();
+    let stop_all = |running: &mut Vec<(String, PathBuf, Child)>| {
+        for (_, _, child) in running.iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    };
+    for Launch {
+        what,
+        log,
+        mut command,
+    } in launches
+    {
+        let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        match command.spawn() {
+            Ok(child) => running.push((what, log, child)),
+            Err(e) => {
+                stop_all(&mut running);
+                return Err(format!("cannot start {what}: {e}"));
+            }
+        }
+    }
+    let reported: Mutex<Option<String>> = Mutex::new(None);
+    let failure = std::thread::scope(|scope| {
+        for (_, _, child) in &mut running {
+            let stdout = child.stdout.take().expect("stdout is piped");
+            let reported = &reported;
+            scope.spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(failure) = RankLine::parse(&line).relay(reporter) {
+                        reported
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(failure);
+                    }
+                }
+            });
+        }
+        let failure = wait_all(&mut running);
+        if failure.is_some() {
+            stop_all(&mut running);
+        }
+        failure
+    });
+    match failure {
+        None => Ok(()),
+        Some((what, log, status)) => {
+            let reason = reported
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .or_else(|| last_line(&log))
+                .unwrap_or_else(|| format!("{what} ended: {status}"));
+            Err(format!("{reason} (log: {})", log.display()))
+        }
+    }
+}
+
+/// Waits until every process ended well, or one ended badly (returned with how it ended).
+fn wait_all(running: &mut [(String, PathBuf, Child)]) -> Option<(String, PathBuf, String)> {
+    loop {
+        let mut done = 0;
+        for (what, log, child) in running.iter_mut() {
+            let ended = match child.try_wait() {
+                Ok(Some(status)) if status.success() => {
+                    done += 1;
+                    continue;
+                }
+                Ok(Some(status)) => status.to_string(),
+                Ok(None) => continue,
+                Err(e) => e.to_string(),
+            };
+            return Some((what.clone(), log.clone(), ended));
+        }
+        if done == running.len() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn last_line(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .map(str::to_owned)
+}
+
+/// A TCP port free right now, for rank 0 to listen on.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("0.0.0.0:0")?
+        .local_addr()?
+        .port())
+}
+
+/// This host's name, which ranks on other hosts use to reach rank 0 (started by the launcher
+/// on the first host of the job, where the stage runs).
+fn host_name() -> Result<String, String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .map_err(|e| {
+            format!(
+                "cannot read this host's name ({e}); fix: set MASTER_ADDR to the host of rank 0"
+            )
+        })
+}

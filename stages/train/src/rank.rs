@@ -1,0 +1,127 @@
+//! One rank of a data-parallel training job: `tigerflow train-rank <job.json>`.
+//!
+//! The train stage writes the job (its parameters, inputs and output folder) and starts the
+//! ranks, itself or through a cluster launcher; each rank reads who it is from torchrun's (or
+//! SLURM's) variables, meets the others, and trains its replica with the stage's own code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tigerflow_llm::device::DeviceSpec;
+use tigerflow_stage::Context;
+
+use crate::collective::Collective;
+use crate::params::TrainParams;
+use crate::rank_env::RankEnv;
+use crate::rank_report::{LineReporter, RankLine};
+use crate::stage::train_as_rank;
+use crate::tcp_group::TcpGroup;
+
+/// How long ranks wait for each other to start: on a cluster, hosts start at different times.
+pub const RENDEZVOUS: Duration = Duration::from_secs(600);
+
+/// What every rank needs to run the stage: its [`Context`] without the reporter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub stage_name: String,
+    pub params: serde_json::Value,
+    pub inputs: BTreeMap<String, PathBuf>,
+    pub out_dir: PathBuf,
+    pub root: PathBuf,
+    pub cache_dir: PathBuf,
+}
+
+impl Job {
+    /// The job of `ctx`, with absolute paths (ranks may start in another folder).
+    pub fn of(ctx: &Context<'_>) -> std::io::Result<Job> {
+        Ok(Job {
+            stage_name: ctx.stage_name.to_owned(),
+            params: ctx.params.clone(),
+            inputs: ctx
+                .inputs
+                .iter()
+                .map(|(name, path)| Ok((name.clone(), std::path::absolute(path)?)))
+                .collect::<std::io::Result<_>>()?,
+            out_dir: std::path::absolute(ctx.out_dir)?,
+            root: std::path::absolute(ctx.root)?,
+            cache_dir: std::path::absolute(ctx.cache_dir)?,
+        })
+    }
+}
+
+/// Runs the rank described by the process environment on the job in `job_path`. A failure is
+/// also sent to the stage as a [`RankLine::Failed`].
+pub fn run_rank(job_path: &Path) -> Result<(), String> {
+    let env = RankEnv::from_env();
+    let rank = env.as_ref().map_or(0, |env| env.rank);
+    let result = env.and_then(|env| run(job_path, &env));
+    if let Err(message) = &result {
+        RankLine::Failed {
+            rank,
+            message: message.clone(),
+        }
+        .print();
+    }
+    result
+}
+
+fn run(job_path: &Path, env: &RankEnv) -> Result<(), String> {
+    let text =
+        std::fs::read_to_string(job_path).map_err(|e| format!("{}: {e}", job_path.display()))?;
+    let job: Job = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}: not a training job ({e}); fix: pass the job.json the train stage wrote",
+            job_path.display()
+        )
+    })?;
+    let params: TrainParams = serde_json::from_value(job.params.clone())
+        .map_err(|e| format!("{}: params: {e}", job_path.display()))?;
+    if env.world_size != params.world_size() {
+        return Err(format!(
+            "WORLD_SIZE={} but the train stage has hosts × devices = {} ranks; fix: start {} ranks, or change hosts or devices",
+            env.world_size,
+            params.world_size(),
+            params.world_size()
+        ));
+    }
+    let devices = params.host_devices();
+    let name = devices.get(env.local_rank).ok_or_else(|| {
+        format!(
+            "LOCAL_RANK={} but devices lists {} per host; fix: start one rank per listed device on each host",
+            env.local_rank,
+            devices.len()
+        )
+    })?;
+    let spec = DeviceSpec::parse(name)?;
+    let tcp = TcpGroup::join(env, RENDEZVOUS)?;
+    let mut collective = collective_for(spec, tcp)?;
+    let reporter = LineReporter::new(env.rank == 0);
+    let mut ctx = Context {
+        stage_name: &job.stage_name,
+        params: &job.params,
+        inputs: job.inputs.clone(),
+        out_dir: &job.out_dir,
+        root: &job.root,
+        cache_dir: &job.cache_dir,
+        reporter: &reporter,
+    };
+    train_as_rank(&params, &mut ctx, spec, collective.as_mut()).map_err(|e| e.to_string())
+}
+
+/// GPUs sum through NCCL; CPU ranks through the TCP group they met in.
+pub fn collective_for(spec: DeviceSpec, tcp: TcpGroup) -> Result<Box<dyn Collective>, String> {
+    match spec {
+        DeviceSpec::Cpu => Ok(Box::new(tcp)),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(ordinal) => {
+            let mut tcp = tcp;
+            Ok(Box::new(crate::nccl::NcclGroup::join(&mut tcp, ordinal)?))
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => Err(format!(
+            "device {spec} needs a build with CUDA; fix: rebuild with `cargo build --release --features cuda`"
+        )),
+    }
+}

@@ -1,0 +1,273 @@
+//! The ranks' meeting point over TCP: rank 0 listens at `MASTER_ADDR:MASTER_PORT`, every other
+//! rank connects to it. It hands NCCL its unique id on GPUs, and on CPU ranks it is the
+//! collective itself: rank 0 sums everyone's vector in rank order and sends the sum back. That
+//! star costs two copies of the vector per rank through rank 0, which is fine for the small
+//! adapter gradients of CPU test runs; GPUs use NCCL.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::collective::Collective;
+use crate::rank_env::RankEnv;
+
+/// How often a rank retries connecting while rank 0 is not yet listening.
+const RETRY: Duration = Duration::from_millis(100);
+
+pub struct TcpGroup {
+    rank: usize,
+    world_size: usize,
+    /// Rank 0: the streams of ranks 1, 2, … in order. Other ranks: the stream to rank 0.
+    peers: Vec<TcpStream>,
+}
+
+fn lost(what: &str, e: std::io::Error) -> String {
+    format!("{what}: {e} (another rank stopped; its log says why)")
+}
+
+fn send(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(&(bytes.len() as u64).to_le_bytes())?;
+    stream.write_all(bytes)
+}
+
+fn receive(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 8];
+    stream.read_exact(&mut len)?;
+    let mut bytes = vec![0u8; u64::from_le_bytes(len) as usize];
+    stream.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+impl TcpGroup {
+    /// Meets the other ranks of `env`'s job, waiting up to `timeout` for all of them.
+    pub fn join(env: &RankEnv, timeout: Duration) -> Result<Self, String> {
+        let deadline = Instant::now() + timeout;
+        let peers = if env.rank == 0 {
+            Self::accept_all(env, deadline)?
+        } else {
+            vec![Self::connect(env, deadline)?]
+        };
+        Ok(TcpGroup {
+            rank: env.rank,
+            world_size: env.world_size,
+            peers,
+        })
+    }
+
+    fn accept_all(env: &RankEnv, deadline: Instant) -> Result<Vec<TcpStream>, String> {
+        let address = format!("0.0.0.0:{}", env.master_port);
+        let listener = TcpListener::bind(&address).map_err(|e| {
+            format!("rank 0 cannot listen on {address}: {e}; fix: choose a free MASTER_PORT")
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| lost("listening", e))?;
+        let mut peers: Vec<Option<TcpStream>> = (1..env.world_size).map(|_| None).collect();
+        while peers.iter().any(Option::is_none) {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    stream
+                        .set_nonblocking(false)
+                        .and_then(|()| stream.set_nodelay(true))
+                        .map_err(|e| lost("accepting a rank", e))?;
+                    let hello = receive(&mut stream).map_err(|e| lost("greeting a rank", e))?;
+                    let (rank, world) = decode_hello(&hello)?;
+                    if world != env.world_size || rank == 0 || rank >= world {
+                        return Err(format!(
+                            "a rank says it is rank {rank} of {world}, but this job has {} ranks; fix: give every rank the same WORLD_SIZE and a distinct RANK",
+                            env.world_size
+                        ));
+                    }
+                    if peers[rank - 1].replace(stream).is_some() {
+                        return Err(format!(
+                            "two processes say they are rank {rank}; fix: give every rank a distinct RANK"
+                        ));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        let missing: Vec<String> = (1..env.world_size)
+                            .filter(|r| peers[r - 1].is_none())
+                            .map(|r| r.to_string())
+                            .collect();
+                        return Err(format!(
+                            "ranks {} did not connect to {address} in time; fix: start all WORLD_SIZE={} ranks with the same MASTER_ADDR and MASTER_PORT",
+                            missing.join(", "),
+                            env.world_size
+                        ));
+                    }
+                    sleep(RETRY);
+                }
+                Err(e) => return Err(lost("accepting a rank", e)),
+            }
+        }
+        Ok(peers.into_iter().flatten().collect())
+    }
+
+    fn connect(env: &RankEnv, deadline: Instant) -> Result<TcpStream, String> {
+        let address = format!("{}:{}", env.master_addr, env.master_port);
+        let mut stream = loop {
+            match TcpStream::connect(&address) {
+                Ok(stream) => break stream,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!(
+                        "rank {} cannot reach rank 0 at {address}: {e}; fix: check MASTER_ADDR and MASTER_PORT, and that rank 0 started",
+                        env.rank
+                    ));
+                }
+                Err(_) => sleep(RETRY),
+            }
+        };
+        stream
+            .set_nodelay(true)
+            .map_err(|e| lost("connecting", e))?;
+        let hello = [env.rank as u32, env.world_size as u32]
+            .map(u32::to_le_bytes)
+            .concat();
+        send(&mut stream, &hello).map_err(|e| lost("greeting rank 0", e))?;
+        Ok(stream)
+    }
+
+    /// Rank 0's `bytes` on every rank (other ranks' `bytes` are replaced).
+    pub fn broadcast(&mut self, bytes: &mut Vec<u8>) -> Result<(), String> {
+        if self.rank == 0 {
+            for peer in &mut self.peers {
+                send(peer, bytes).map_err(|e| lost("broadcasting", e))?;
+            }
+        } else {
+            *bytes = receive(&mut self.peers[0]).map_err(|e| lost("receiving a broadcast", e))?;
+        }
+        Ok(())
+    }
+}
+
+fn decode_hello(bytes: &[u8]) -> Result<(usize, usize), String> {
+    let word = |i: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(bytes.get(i * 4..i * 4 + 4)?.try_into().ok()?) as usize)
+    };
+    match (bytes.len(), word(0), word(1)) {
+        (8, Some(rank), Some(world)) => Ok((rank, world)),
+        _ => Err("a process that is not a tigerflow rank connected to MASTER_PORT; fix: choose a port nothing else uses".into()),
+    }
+}
+
+fn to_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn add_bytes(sum: &mut [f32], bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() != sum.len() * 4 {
+        return Err(format!(
+            "ranks disagree on the gradient length ({} vs {} values); fix: give every rank the same job",
+            bytes.len() / 4,
+            sum.len()
+        ));
+    }
+    for (s, chunk) in sum.iter_mut().zip(bytes.chunks_exact(4)) {
+        *s += f32::from_le_bytes(chunk.try_into().expect("4-byte chunk"));
+    }
+    Ok(())
+}
+
+impl Collective for TcpGroup {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn world_size(&self) -> usize {
+        self.world_size
+    }
+
+    fn all_reduce_sum(&mut self, values: &mut [f32]) -> Result<(), String> {
+        if self.rank == 0 {
+            for peer in &mut self.peers {
+                let bytes = receive(peer).map_err(|e| lost("summing gradients", e))?;
+                add_bytes(values, &bytes)?;
+            }
+            let sum = to_bytes(values);
+            for peer in &mut self.peers {
+                send(peer, &sum).map_err(|e| lost("sending the sum", e))?;
+            }
+        } else {
+            let peer = &mut self.peers[0];
+            send(peer, &to_bytes(values)).map_err(|e| lost("sending gradients", e))?;
+            let sum = receive(peer).map_err(|e| lost("receiving the sum", e))?;
+            values.fill(0.0);
+            add_bytes(values, &sum)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn env(rank: usize, world_size: usize, port: u16) -> RankEnv {
+        RankEnv {
+            rank,
+            world_size,
+            local_rank: rank,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+        }
+    }
+
+    #[test]
+    fn every_rank_gets_the_same_sum_and_rank_zeros_broadcast() {
+        let port = free_port();
+        let world = 3;
+        let handles: Vec<_> = (0..world)
+            .map(|rank| {
+                thread::spawn(move || {
+                    let mut group =
+                        TcpGroup::join(&env(rank, world, port), Duration::from_secs(20)).unwrap();
+                    let mut values = vec![rank as f32, 1.0, 0.5 * rank as f32];
+                    group.all_reduce_sum(&mut values).unwrap();
+                    let mut bytes = if rank == 0 {
+                        b"nccl id".to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    group.broadcast(&mut bytes).unwrap();
+                    (values, bytes)
+                })
+            })
+            .collect();
+        for handle in handles {
+            let (values, bytes) = handle.join().unwrap();
+            assert_eq!(values, vec![3.0, 3.0, 1.5]);
+            assert_eq!(bytes, b"nccl id");
+        }
+    }
+
+    #[test]
+    fn a_missing_rank_is_named_after_the_timeout() {
+        let err = TcpGroup::join(&env(0, 3, free_port()), Duration::from_millis(300))
+            .err()
+            .unwrap();
+        assert!(err.starts_with("ranks 1, 2 did not connect"), "{err}");
+    }
+
+    #[test]
+    fn a_stopped_rank_is_an_error_not_a_hang() {
+        let port = free_port();
+        let other = thread::spawn(move || {
+            TcpGroup::join(&env(1, 2, port), Duration::from_secs(20)).unwrap();
+        });
+        let mut group = TcpGroup::join(&env(0, 2, port), Duration::from_secs(20)).unwrap();
+        other.join().unwrap();
+        let err = group.all_reduce_sum(&mut [1.0]).unwrap_err();
+        assert!(err.contains("another rank stopped"), "{err}");
+    }
+}
