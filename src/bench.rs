@@ -3,10 +3,17 @@
 //! (`benches/gpu/peft_reference.py`) without downloading a model.
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use tigerflow_llm::device::{DeviceSpec, run_on};
+use tigerflow_stage::Reporter;
 use tigerflow_train::bench::{BenchSettings, BenchTask, ModelShape, table};
+use tigerflow_train::collective::{Alone, Collective};
+use tigerflow_train::launch::{local_ranks, supervise};
 use tigerflow_train::params::TrainParams;
+use tigerflow_train::rank::{RENDEZVOUS, collective_for};
+use tigerflow_train::rank_env::RankEnv;
+use tigerflow_train::tcp_group::TcpGroup;
 
 /// Arguments of `tigerflow bench`.
 #[derive(Debug, clap::Args)]
@@ -27,9 +34,9 @@ pub struct TrainBenchArgs {
     /// Model shape: tiny, smollm2-135m or llama2-7b (random weights of that shape).
     #[arg(long, default_value = "smollm2-135m")]
     pub shape: String,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// cpu, cuda or cuda:N; several, comma-separated, run one data-parallel rank per device.
+    #[arg(long, default_value = "cpu", value_delimiter = ',')]
+    pub device: Vec<String>,
     /// Compute in f32 on CUDA instead of bf16.
     #[arg(long)]
     pub f32: bool,
@@ -78,8 +85,35 @@ pub fn run(args: &BenchArgs) -> i32 {
 }
 
 fn bench_train(args: &TrainBenchArgs) -> Result<(), String> {
+    let specs = args
+        .device
+        .iter()
+        .map(|d| DeviceSpec::parse(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| format!("--device: {m}"))?;
+    let settings = settings(args, specs.len())?;
+    match specs.as_slice() {
+        [spec] => measure(args, &settings, *spec, &mut Alone),
+        _ if std::env::var_os("RANK").is_none() => start_ranks(&specs),
+        _ => {
+            let env = RankEnv::from_env()?;
+            let spec = *specs.get(env.local_rank).ok_or_else(|| {
+                format!(
+                    "LOCAL_RANK={} but --device lists {} devices",
+                    env.local_rank,
+                    specs.len()
+                )
+            })?;
+            let tcp = TcpGroup::join(&env, RENDEZVOUS)?;
+            let mut collective = collective_for(spec, tcp)?;
+            measure(args, &settings, spec, collective.as_mut())
+        }
+    }
+}
+
+fn settings(args: &TrainBenchArgs, ranks: usize) -> Result<BenchSettings, String> {
     let recipe = TrainParams::default();
-    let settings = BenchSettings {
+    Ok(BenchSettings {
         shape: ModelShape::parse(&args.shape).map_err(|m| format!("--shape: {m}"))?,
         sequence_len: args.sequence_len.unwrap_or(recipe.sequence_len),
         micro_batch_size: args.micro_batch_size.unwrap_or(recipe.micro_batch_size),
@@ -89,28 +123,73 @@ fn bench_train(args: &TrainBenchArgs) -> Result<(), String> {
         lora_dropout: recipe.lora_dropout,
         load_in_4bit: !args.no_4bit,
         gradient_checkpointing: !args.no_recompute,
+        ranks,
         warmup_steps: args.warmup_steps.max(1),
         steps: args.steps.max(1),
-    };
-    let spec = DeviceSpec::parse(&args.device).map_err(|m| format!("--device: {m}"))?;
+    })
+}
+
+/// Runs this process's rank of the benchmark; rank 0 prints and writes the report.
+fn measure(
+    args: &TrainBenchArgs,
+    settings: &BenchSettings,
+    spec: DeviceSpec,
+    collective: &mut dyn Collective,
+) -> Result<(), String> {
+    let leader = collective.rank() == 0;
     let report = run_on(
         spec,
         !args.f32,
         &tigerflow::cache_dir(),
         BenchTask {
-            settings: &settings,
+            settings,
             spec,
+            collective,
         },
     )
     .map_err(|m| format!("--device: {m}"))??;
+    if !leader {
+        return Ok(());
+    }
     println!("{}", table(&report, args.peak_tflops));
     if let Some(path) = &args.report {
         let mut json = serde_json::to_value(&report).expect("report serializes");
-        json["device"] = spec.to_string().into();
+        json["device"] = args.device.join(",").into();
         json["dtype"] = spec.dtype(!args.f32).into();
         json["mfu"] = args.peak_tflops.map(|p| report.mfu(p)).into();
         std::fs::write(path, serde_json::to_string_pretty(&json).expect("json"))
             .map_err(|e| format!("--report {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Starts one rank per device with this command's own arguments and prints rank 0's report.
+fn start_ranks(specs: &[DeviceSpec]) -> Result<(), String> {
+    let logs = tigerflow::cache_dir().join("bench-ranks");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("finding tigerflow itself: {e}"))?;
+    let command = || {
+        let mut command = Command::new(&exe);
+        command.args(std::env::args_os().skip(1));
+        command
+    };
+    let launches = local_ranks(command, specs, &logs, &tigerflow::cache_dir())?;
+    eprintln!(
+        "{} ranks; their logs are in {}",
+        specs.len(),
+        logs.display()
+    );
+    supervise(launches, &Printed)
+}
+
+/// Prints what rank 0 prints (its report), line by line.
+struct Printed;
+
+impl Reporter for Printed {
+    fn begin(&self, _: &str, _: Option<u64>, _: &str) {}
+    fn set_position(&self, _: u64) {}
+    fn set_message(&self, _: &str) {}
+    fn log(&self, line: &str) {
+        println!("{line}");
+    }
 }

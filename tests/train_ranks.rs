@@ -115,3 +115,43 @@ fn a_launcher_starting_too_few_ranks_fails_with_the_fix() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_benchmark_runs_ranks_and_reports_the_whole_steps_loss() {
+    let p = TestProject::new("");
+    let bench = |device: &str, accumulation: &str| {
+        let out = p.ok(&[
+            "bench",
+            "train",
+            "--shape",
+            "tiny",
+            "--sequence-len",
+            "64",
+            "--micro-batch-size",
+            "2",
+            "--warmup-steps",
+            "1",
+            "--steps",
+            "2",
+            "--device",
+            device,
+            "--gradient-accumulation-steps",
+            accumulation,
+        ]);
+        let line = |key: &str| {
+            out.lines()
+                .find(|l| l.starts_with(key))
+                .unwrap_or_else(|| panic!("no {key} line in:\n{out}"))
+                .to_owned()
+        };
+        (line("loss"), line("batch"), line("breakdown"))
+    };
+    let (alone, _, _) = bench("cpu", "4");
+    let (ranked, batch, breakdown) = bench("cpu,cpu", "2");
+    assert_eq!(
+        ranked, alone,
+        "two ranks of two micro-batches = one process of four"
+    );
+    assert!(batch.contains("x 2 micro-batches x 2 ranks"), "{batch}");
+    assert!(breakdown.contains("all-reduce"), "{breakdown}");
+}

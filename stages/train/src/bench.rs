@@ -7,6 +7,10 @@
 //! micro-batch time minus it (with recompute, backward therefore includes the recomputed
 //! forward, as in PyTorch profiles of gradient checkpointing), data = building and uploading the
 //! batch tensors. Every phase ends with a device sync, so the times are wall-clock GPU times.
+//!
+//! With several ranks (`--device cuda:0,cuda:1`) each rank runs its share of every step's
+//! micro-batches and the gradients are summed as in training; all-reduce is that sum's time,
+//! and tokens/s counts the tokens of all ranks.
 
 use std::time::Instant;
 
@@ -25,9 +29,12 @@ use tigerflow_llm::model::Llama;
 use tigerflow_llm::weights::{WeightError, WeightSource, load_llama, nf4};
 
 use crate::adamw::{AdamW, AdamWConfig};
+use crate::collective::{Collective, Shard};
 use crate::packing::{Batch, Padding, collate, pack};
 use crate::step::{BatchTensors, nll_sum};
-use crate::trainer::{accumulate, apply_update};
+use crate::trainer::{
+    accumulate_shard, adapter_tensors, apply_flat_update, flat_gradient, sum_over_ranks,
+};
 
 /// Model shapes the benchmark can build, by the name of the model they copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -178,6 +185,8 @@ pub struct BenchSettings {
     pub lora_dropout: f64,
     pub load_in_4bit: bool,
     pub gradient_checkpointing: bool,
+    /// Data-parallel ranks; each runs `gradient_accumulation_steps` micro-batches per step.
+    pub ranks: usize,
     /// Steps run before measuring (the first one compiles kernels on a GPU).
     pub warmup_steps: usize,
     pub steps: usize,
@@ -189,6 +198,8 @@ pub struct Breakdown {
     pub data_ms: f64,
     pub forward_ms: f64,
     pub backward_ms: f64,
+    /// Summing the gradients over the ranks (zero for one rank).
+    pub all_reduce_ms: f64,
     pub optimizer_ms: f64,
 }
 
@@ -223,7 +234,7 @@ impl BenchReport {
 /// 1/2 of a row, so that packing (and its block-diagonal mask) is exercised as in training.
 fn batches(settings: &BenchSettings, vocab: usize, seed: u64) -> Vec<Batch> {
     let len = settings.sequence_len;
-    let wanted = settings.micro_batch_size * settings.gradient_accumulation_steps;
+    let wanted = settings.micro_batch_size * settings.gradient_accumulation_steps * settings.ranks;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut samples = Vec::new();
     let mut rows = Vec::new();
@@ -251,10 +262,12 @@ fn seconds_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-/// Builds the model and runs the benchmark on `device`; `reserved` reads the device memory held.
+/// Builds the model and runs the benchmark on `device` as `collective`'s rank; `reserved` reads
+/// the device memory held.
 pub fn run<B: AutodiffBackend>(
     settings: &BenchSettings,
     device: &B::Device,
+    collective: &mut dyn Collective,
     reserved: impl Fn() -> Option<u64>,
 ) -> Result<BenchReport, String> {
     let config = settings.shape.config();
@@ -285,6 +298,13 @@ pub fn run<B: AutodiffBackend>(
 
     let micro = batches(settings, config.vocab_size, 11);
     let tokens_per_step: usize = micro.iter().map(|b| b.rows * b.len).sum();
+    let shard = Shard::of(collective);
+    let own: Vec<Batch> = micro
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| shard.owns(*j))
+        .map(|(_, b)| b.clone())
+        .collect();
     let mut optimizer = AdamW::new(AdamWConfig {
         beta1: 0.9,
         beta2: 0.999,
@@ -292,27 +312,37 @@ pub fn run<B: AutodiffBackend>(
         weight_decay: 0.0,
     });
     let sync = || synced::<B>(device);
-    let mut step = |model: &mut Llama<B>, index: usize| -> Result<(f64, f64, f64), String> {
+    // Seconds of the micro-batches, the all-reduce and the optimizer, and the step's loss.
+    let mut step = |model: &mut Llama<B>, index: usize| -> Result<[f64; 4], String> {
         let t = Instant::now();
-        let acc = accumulate(
+        let acc = accumulate_shard(
             model,
             &targets,
             &micro,
+            shard,
             index as u64,
             settings.gradient_checkpointing,
             device,
         );
         sync()?;
         let micro_s = seconds_since(t);
+        // The optimizer's time is the update's, around the all-reduce timed on its own.
         let t = Instant::now();
-        let loss = acc.loss();
-        apply_update(model, &targets, &mut optimizer, acc.grads, 2e-4, 1.0);
+        let adapters = adapter_tensors(model, &targets);
+        let grad = flat_gradient(&adapters.0, acc.grads, device);
         sync()?;
-        Ok((micro_s, seconds_since(t), loss))
+        let r = Instant::now();
+        let (grad, nll_sum) = sum_over_ranks(collective, grad, acc.nll_sum)?;
+        sync()?;
+        let reduce_s = seconds_since(r);
+        apply_flat_update(model, &targets, &mut optimizer, adapters, grad, 2e-4, 1.0);
+        sync()?;
+        let loss = nll_sum / acc.tokens.max(1) as f64;
+        Ok([micro_s, reduce_s, seconds_since(t) - reduce_s, loss])
     };
 
     let t = Instant::now();
-    let (_, _, loss_first) = step(&mut model, 0)?;
+    let [_, _, _, loss_first] = step(&mut model, 0)?;
     let first_step_s = seconds_since(t);
     for i in 1..settings.warmup_steps {
         step(&mut model, i)?;
@@ -321,14 +351,15 @@ pub fn run<B: AutodiffBackend>(
     let mut loss_last = loss_first;
     let mut measured_s = 0.0;
     for i in 0..settings.steps {
-        let (micro_s, optimizer_s, loss) = step(&mut model, settings.warmup_steps + i)?;
-        measured_s += micro_s + optimizer_s;
+        let [micro_s, reduce_s, optimizer_s, loss] = step(&mut model, settings.warmup_steps + i)?;
+        measured_s += micro_s + reduce_s + optimizer_s;
         loss_last = loss;
         let (data_s, forward_s) =
-            forward_only(&model, &micro, settings.gradient_checkpointing, device)?;
+            forward_only(&model, &own, settings.gradient_checkpointing, device)?;
         total.data_ms += data_s * 1e3;
         total.forward_ms += forward_s * 1e3;
         total.backward_ms += (micro_s - forward_s - data_s).max(0.0) * 1e3;
+        total.all_reduce_ms += reduce_s * 1e3;
         total.optimizer_ms += optimizer_s * 1e3;
     }
     let n = settings.steps.max(1) as f64;
@@ -352,6 +383,7 @@ pub fn run<B: AutodiffBackend>(
             data_ms: total.data_ms / n,
             forward_ms: total.forward_ms / n,
             backward_ms: total.backward_ms / n,
+            all_reduce_ms: total.all_reduce_ms / n,
             optimizer_ms: total.optimizer_ms / n,
         },
         peak_reserved_bytes: reserved(),
@@ -409,10 +441,11 @@ pub fn table(report: &BenchReport, peak_tflops: Option<f64>) -> String {
         format!("shape               {:?}", s.shape),
         format!("backend             {}", report.backend),
         format!(
-            "batch               {} rows x {} tokens x {} micro-batches, LoRA r={} on all linear, 4-bit={}, recompute={}",
+            "batch               {} rows x {} tokens x {} micro-batches x {} ranks, LoRA r={} on all linear, 4-bit={}, recompute={}",
             s.micro_batch_size,
             s.sequence_len,
             s.gradient_accumulation_steps,
+            s.ranks,
             s.lora_r,
             s.load_in_4bit,
             s.gradient_checkpointing
@@ -425,8 +458,8 @@ pub fn table(report: &BenchReport, peak_tflops: Option<f64>) -> String {
         ),
         format!("tokens/s            {:.0}", report.tokens_per_s),
         format!(
-            "breakdown           data {:.1} ms, forward {:.1} ms, backward {:.1} ms, optimizer {:.1} ms",
-            b.data_ms, b.forward_ms, b.backward_ms, b.optimizer_ms
+            "breakdown           data {:.1} ms, forward {:.1} ms, backward {:.1} ms, all-reduce {:.1} ms, optimizer {:.1} ms",
+            b.data_ms, b.forward_ms, b.backward_ms, b.all_reduce_ms, b.optimizer_ms
         ),
         format!(
             "loss                {:.4} -> {:.4}",
@@ -454,13 +487,14 @@ pub fn table(report: &BenchReport, peak_tflops: Option<f64>) -> String {
 pub struct BenchTask<'a> {
     pub settings: &'a BenchSettings,
     pub spec: tigerflow_llm::device::DeviceSpec,
+    pub collective: &'a mut dyn Collective,
 }
 
 impl tigerflow_llm::device::OnBackend for BenchTask<'_> {
     type Output = Result<BenchReport, String>;
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
         let spec = self.spec;
-        run::<burn::backend::Autodiff<B>>(self.settings, &device, || {
+        run::<burn::backend::Autodiff<B>>(self.settings, &device, self.collective, || {
             tigerflow_llm::device::reserved_bytes(spec)
         })
     }
@@ -494,12 +528,17 @@ mod tests {
             lora_dropout: 0.0,
             load_in_4bit: true,
             gradient_checkpointing: true,
+            ranks: 1,
             warmup_steps: 1,
             steps: 2,
         };
-        let report =
-            run::<burn::backend::Autodiff<CpuBackend>>(&settings, &Default::default(), || None)
-                .unwrap();
+        let report = run::<burn::backend::Autodiff<CpuBackend>>(
+            &settings,
+            &Default::default(),
+            &mut crate::collective::Alone,
+            || None,
+        )
+        .unwrap();
         // Four packed rows of at most 64 tokens; first fit leaves little room in any of them.
         assert!(
             (3 * 64..=4 * 64).contains(&report.tokens_per_step),
