@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use tigerflow_llm::device::DeviceSpec;
@@ -179,34 +179,48 @@ pub fn supervise(launches: Vec<Launch>, reporter: &dyn Reporter) -> Result<(), S
             }
         }
     }
-    let reported: Mutex<Option<String>> = Mutex::new(None);
-    let failure = std::thread::scope(|scope| {
-        for (_, _, child) in &mut running {
-            let stdout = child.stdout.take().expect("stdout is piped");
-            let reported = &reported;
-            scope.spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Some(failure) = RankLine::parse(&line).relay(reporter) {
-                        reported
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(failure);
-                    }
+    // Readers are detached: a launcher's tasks may outlive a killed launcher and keep its
+    // stdout open, and waiting for them would hang the stage.
+    let (lines, received) = mpsc::channel::<String>();
+    for (_, _, child) in &mut running {
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
                 }
-            });
+            }
+        });
+    }
+    drop(lines);
+    let mut reported = None;
+    let mut relay = |line: String| {
+        if let Some(failure) = RankLine::parse(&line).relay(reporter) {
+            reported.get_or_insert(failure);
         }
-        let failure = wait_all(&mut running);
-        if failure.is_some() {
-            stop_all(&mut running);
+    };
+    let failure = loop {
+        while let Ok(line) = received.try_recv() {
+            relay(line);
         }
-        failure
-    });
+        match poll(&mut running) {
+            Poll::Running => std::thread::sleep(Duration::from_millis(50)),
+            Poll::Succeeded => break None,
+            Poll::Failed(failure) => break Some(failure),
+        }
+    };
+    if failure.is_some() {
+        stop_all(&mut running);
+    }
+    // What the processes printed last: until every pipe closed, or a quiet moment.
+    while let Ok(line) = received.recv_timeout(Duration::from_secs(2)) {
+        relay(line);
+    }
     match failure {
         None => Ok(()),
         Some((what, log, status)) => {
             let reason = reported
-                .into_inner()
-                .unwrap_or_else(|e| e.into_inner())
                 .or_else(|| last_line(&log))
                 .unwrap_or_else(|| format!("{what} ended: {status}"));
             Err(format!("{reason} (log: {})", log.display()))
@@ -214,26 +228,32 @@ pub fn supervise(launches: Vec<Launch>, reporter: &dyn Reporter) -> Result<(), S
     }
 }
 
-/// Waits until every process ended well, or one ended badly (returned with how it ended).
-fn wait_all(running: &mut [(String, PathBuf, Child)]) -> Option<(String, PathBuf, String)> {
-    loop {
-        let mut done = 0;
-        for (what, log, child) in running.iter_mut() {
-            let ended = match child.try_wait() {
-                Ok(Some(status)) if status.success() => {
-                    done += 1;
-                    continue;
-                }
-                Ok(Some(status)) => status.to_string(),
-                Ok(None) => continue,
-                Err(e) => e.to_string(),
-            };
-            return Some((what.clone(), log.clone(), ended));
-        }
-        if done == running.len() {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+enum Poll {
+    Running,
+    Succeeded,
+    /// Which process ended badly, its log, and how it ended.
+    Failed((String, PathBuf, String)),
+}
+
+/// Whether every process ended well, one ended badly, or some still run.
+fn poll(running: &mut [(String, PathBuf, Child)]) -> Poll {
+    let mut done = 0;
+    for (what, log, child) in running.iter_mut() {
+        let ended = match child.try_wait() {
+            Ok(Some(status)) if status.success() => {
+                done += 1;
+                continue;
+            }
+            Ok(Some(status)) => status.to_string(),
+            Ok(None) => continue,
+            Err(e) => e.to_string(),
+        };
+        return Poll::Failed((what.clone(), log.clone(), ended));
+    }
+    if done == running.len() {
+        Poll::Succeeded
+    } else {
+        Poll::Running
     }
 }
 
@@ -262,4 +282,90 @@ fn host_name() -> Result<String, String> {
                 "cannot read this host's name ({e}); fix: set MASTER_ADDR to the host of rank 0"
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    /// Keeps what was relayed.
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<String>>);
+
+    impl Reporter for Kept {
+        fn begin(&self, step: &str, _: Option<u64>, _: &str) {
+            self.0.lock().unwrap().push(format!("begin {step}"));
+        }
+        fn set_position(&self, _: u64) {}
+        fn set_message(&self, _: &str) {}
+        fn log(&self, line: &str) {
+            self.0.lock().unwrap().push(line.to_owned());
+        }
+    }
+
+    fn shell(dir: &Path, name: &str, script: &str) -> Launch {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        Launch {
+            what: name.to_owned(),
+            log: dir.join(format!("{name}.log")),
+            command,
+        }
+    }
+
+    #[test]
+    fn progress_is_relayed_and_success_waits_for_everyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = Kept::default();
+        let launches = vec![
+            shell(
+                dir.path(),
+                "a",
+                r#"echo '{"begin":{"step":"training","total":3,"unit":"steps"}}'; echo plain"#,
+            ),
+            shell(dir.path(), "b", "sleep 1"),
+        ];
+        supervise(launches, &kept).unwrap();
+        assert_eq!(*kept.0.lock().unwrap(), ["begin training", "plain"]);
+    }
+
+    #[test]
+    fn the_first_reported_failure_stops_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let launches = vec![
+            shell(dir.path(), "rank 0", "sleep 20"),
+            shell(
+                dir.path(),
+                "rank 1",
+                r#"echo '{"failed":{"rank":1,"message":"out of memory"}}'; echo details >&2; exit 1"#,
+            ),
+        ];
+        let err = supervise(launches, &Kept::default()).unwrap_err();
+        assert!(err.starts_with("rank 1: out of memory (log: "), "{err}");
+        assert!(err.ends_with("rank 1.log)"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "rank 0 was not stopped"
+        );
+    }
+
+    #[test]
+    fn a_launcher_whose_tasks_outlive_it_does_not_hang_the_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let launches = vec![shell(
+            dir.path(),
+            "launcher",
+            "sleep 20 & echo 'task 3 died' >&2; exit 3",
+        )];
+        let err = supervise(launches, &Kept::default()).unwrap_err();
+        assert!(err.starts_with("task 3 died (log: "), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "waited for the orphaned task"
+        );
+    }
 }
