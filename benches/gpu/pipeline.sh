@@ -5,10 +5,7 @@
 # Runs `run --from train` (train, eval, push) and a generation, and prints the seconds of each.
 # Run it twice to see a cold and a warm GPU kernel cache ($TIGERFLOW_CACHE/cubecl).
 set -euo pipefail
-tf=${1:-target/release/tigerflow}
-model=${2:-/tmp/smollm2-random}
-here=$(dirname "$0")
-[ -f "$model/config.json" ] || python3 "$here/random_model.py" smollm2-135m "$model"
+. "$(dirname "$0")/args.sh"
 recipe=(
   --set train.base_model="$model" --set train.device=cuda --set eval.device=cuda
   --set train.sequence_len=4096 --set train.lora_r=32 --set train.micro_batch_size=2
