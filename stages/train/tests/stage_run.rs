@@ -34,10 +34,18 @@ fn write_split(dir: &Path) {
     .unwrap();
 }
 
-#[test]
-fn train_stage_writes_a_peft_adapter_metrics_and_curves() {
+const MODEL: &str = "llm/tests/fixtures/gqa_tied";
+
+/// Runs the train stage on a tiny model and a split directory, with `extra` TOML parameters;
+/// returns its result, its parameters and the work directory (the output is `out` in it).
+fn run_stage(
+    extra: &str,
+) -> (
+    Result<(), tigerflow_stage::StageError>,
+    serde_json::Value,
+    tempfile::TempDir,
+) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let model = "llm/tests/fixtures/gqa_tied";
     let work = tempfile::tempdir().unwrap();
     let split = work.path().join("split");
     std::fs::create_dir(&split).unwrap();
@@ -49,16 +57,10 @@ fn train_stage_writes_a_peft_adapter_metrics_and_curves() {
     tigerflow_train::register(&mut registry);
     let stage = registry.get("train").unwrap();
     let raw: toml::Table = toml::from_str(&format!(
-        "base_model = \"{model}\"\nsequence_len = 64\nlora_r = 4\nmax_steps = 4\nwarmup_steps = 1\nlearning_rate = 1e-2\neval_steps = 2\nmicro_batch_size = 2\ngradient_accumulation_steps = 2"
+        "base_model = \"{MODEL}\"\nsequence_len = 64\nlora_r = 4\nmax_steps = 4\nwarmup_steps = 1\nlearning_rate = 1e-2\neval_steps = 2\nmicro_batch_size = 2\ngradient_accumulation_steps = 2\n{extra}"
     ))
     .unwrap();
     let params = stage.resolve_params(&raw).unwrap();
-    assert_eq!(params["lora_alpha"], 16.0, "defaults are filled in");
-    assert!(stage.resumable());
-    assert_eq!(
-        stage.extra_dependencies(&params),
-        vec![Path::new(model).to_path_buf()]
-    );
     let mut ctx = Context {
         stage_name: "train",
         params: &params,
@@ -68,7 +70,24 @@ fn train_stage_writes_a_peft_adapter_metrics_and_curves() {
         cache_dir: work.path(),
         reporter: &Quiet,
     };
-    stage.run(&mut ctx).unwrap();
+    let result = stage.run(&mut ctx);
+    (result, params, work)
+}
+
+#[test]
+fn train_stage_writes_a_peft_adapter_metrics_and_curves() {
+    let (result, params, work) = run_stage("");
+    result.unwrap();
+    let out = work.path().join("out");
+    let mut registry = Registry::new();
+    tigerflow_train::register(&mut registry);
+    let stage = registry.get("train").unwrap();
+    assert_eq!(params["lora_alpha"], 16.0, "defaults are filled in");
+    assert!(stage.resumable());
+    assert_eq!(
+        stage.extra_dependencies(&params),
+        vec![Path::new(MODEL).to_path_buf()]
+    );
     for output in stage.outputs(&params) {
         assert!(
             out.join(&output).exists(),
@@ -80,7 +99,7 @@ fn train_stage_writes_a_peft_adapter_metrics_and_curves() {
     assert_eq!(adapter.config.r, 4);
     assert_eq!(
         adapter.config.base_model_name_or_path.as_deref(),
-        Some(model)
+        Some(MODEL)
     );
     let first = adapter.modules.keys().next().unwrap();
     assert_eq!(first, "model.layers.0.mlp.down_proj");
@@ -95,6 +114,19 @@ fn train_stage_writes_a_peft_adapter_metrics_and_curves() {
     );
     let card = std::fs::read_to_string(out.join("adapter/README.md")).unwrap();
     assert!(card.contains("base_model: llm/tests/fixtures/gqa_tied"));
+}
+
+/// A list of one device is that device, not `device`'s: here a GPU that a CPU-only build cannot
+/// use, where training on `device = "cpu"` would succeed.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn one_listed_device_is_the_device_trained_on() {
+    let (result, _, _) = run_stage("devices = [\"cuda:1\"]");
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("cuda:1") && err.contains("--features cuda"),
+        "{err}"
+    );
 }
 
 #[test]
