@@ -10,6 +10,7 @@ use tigerflow_stage::Reporter;
 use tigerflow_train::bench::{BenchSettings, BenchTask, ModelShape, table};
 use tigerflow_train::collective::{Alone, Collective};
 use tigerflow_train::launch::{local_ranks, supervise};
+use tigerflow_train::nccl_lib::library_path_for;
 use tigerflow_train::params::TrainParams;
 use tigerflow_train::rank::{RENDEZVOUS, collective_for};
 use tigerflow_train::rank_env::RankEnv;
@@ -173,7 +174,9 @@ fn start_ranks(specs: &[DeviceSpec]) -> Result<(), String> {
         command.args(std::env::args_os().skip(1));
         command
     };
-    let launches = local_ranks(command, specs, &logs, &tigerflow::cache_dir())?;
+    let library_path = library_path_for(specs, &tigerflow::cache_dir())?;
+    let launches = local_ranks(command, specs.len(), &logs, library_path.as_deref())
+        .map_err(|e| format!("choosing MASTER_PORT: {e}"))?;
     eprintln!(
         "{} ranks; their logs are in {}",
         specs.len(),

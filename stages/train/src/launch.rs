@@ -5,6 +5,7 @@
 //! cluster launcher starts on other hosts. The stage starts them on this host, or runs the
 //! configured launcher once, relays rank 0's progress, and stops every rank when one fails.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -69,8 +70,10 @@ pub fn launch(params: &TrainParams, ctx: &mut Context<'_>) -> Result<(), StageEr
         command
     };
 
+    let library_path = nccl_lib::library_path_for(&specs, ctx.cache_dir).map_err(failed)?;
     let launches = if params.launcher.is_empty() {
-        local_ranks(rank_command, &specs, &dir, ctx.cache_dir).map_err(failed)?
+        local_ranks(rank_command, specs.len(), &dir, library_path.as_deref())
+            .map_err(|e| StageError::io("choosing MASTER_PORT", e))?
     } else {
         let inner = rank_command();
         let mut command = Command::new(&params.launcher[0]);
@@ -90,9 +93,8 @@ pub fn launch(params: &TrainParams, ctx: &mut Context<'_>) -> Result<(), StageEr
             let port = free_port().map_err(|e| StageError::io("choosing MASTER_PORT", e))?;
             command.env("MASTER_PORT", port.to_string());
         }
-        if gpus {
-            let nccl = nccl_lib::library_dir(ctx.cache_dir).map_err(failed)?;
-            command.env("LD_LIBRARY_PATH", nccl_lib::library_path_with(&nccl));
+        if let Some(path) = &library_path {
+            command.env("LD_LIBRARY_PATH", path);
         }
         vec![Launch {
             what: format!("launcher `{}`", params.launcher.join(" ")),
@@ -110,34 +112,28 @@ pub fn launch(params: &TrainParams, ctx: &mut Context<'_>) -> Result<(), StageEr
     supervise(launches, ctx.reporter).map_err(failed)
 }
 
-/// One rank per device of `specs` on this host, meeting at a free local port, each started by
-/// `rank_command` and logging its stderr into `logs`. GPU ranks get NCCL on their library path.
+/// `ranks` ranks on this host (rank = local rank), meeting at a free local port, each started by
+/// `rank_command` and logging its stderr into `logs`; `library_path` is their `LD_LIBRARY_PATH`
+/// when set (see `nccl_lib::library_path_for`).
 pub fn local_ranks(
     rank_command: impl Fn() -> Command,
-    specs: &[DeviceSpec],
+    ranks: usize,
     logs: &Path,
-    cache_dir: &Path,
-) -> Result<Vec<Launch>, String> {
-    let port = free_port().map_err(|e| format!("choosing MASTER_PORT: {e}"))?;
-    let library_path = if specs.iter().any(|s| *s != DeviceSpec::Cpu) {
-        Some(nccl_lib::library_path_with(&nccl_lib::library_dir(
-            cache_dir,
-        )?))
-    } else {
-        None
-    };
-    Ok((0..specs.len())
+    library_path: Option<&OsStr>,
+) -> std::io::Result<Vec<Launch>> {
+    let port = free_port()?;
+    Ok((0..ranks)
         .map(|local_rank| {
             let env = RankEnv {
                 rank: local_rank,
-                world_size: specs.len(),
+                world_size: ranks,
                 local_rank,
                 master_addr: "127.0.0.1".into(),
                 master_port: port,
             };
             let mut command = rank_command();
             command.envs(env.vars());
-            if let Some(path) = &library_path {
+            if let Some(path) = library_path {
                 command.env("LD_LIBRARY_PATH", path);
             }
             Launch {

@@ -12,7 +12,7 @@ pub mod metrics;
 mod model_card;
 #[cfg(feature = "cuda")]
 mod nccl;
-mod nccl_lib;
+pub mod nccl_lib;
 pub mod packing;
 pub mod params;
 pub mod plan;

@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use tigerflow_llm::device::DeviceSpec;
+
 /// Overrides the search: the NCCL library file, or a folder holding it.
 pub const OVERRIDE: &str = "TIGERFLOW_NCCL";
 
@@ -100,8 +102,20 @@ fn link_as_libnccl(library: &Path, dir: &Path) -> Result<PathBuf, String> {
     Ok(dir.to_owned())
 }
 
+/// The `LD_LIBRARY_PATH` that ranks on `specs` need: with NCCL's folder first when any of them
+/// is a GPU, `None` (leave it alone) for CPU ranks.
+pub fn library_path_for(
+    specs: &[DeviceSpec],
+    cache_dir: &Path,
+) -> Result<Option<std::ffi::OsString>, String> {
+    if specs.iter().all(|s| *s == DeviceSpec::Cpu) {
+        return Ok(None);
+    }
+    Ok(Some(library_path_with(&library_dir(cache_dir)?)))
+}
+
 /// `LD_LIBRARY_PATH` with `dir` first.
-pub fn library_path_with(dir: &Path) -> std::ffi::OsString {
+fn library_path_with(dir: &Path) -> std::ffi::OsString {
     let rest = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
     std::env::join_paths(std::iter::once(dir.to_owned()).chain(std::env::split_paths(&rest)))
         .expect("cache paths hold no ':'")
