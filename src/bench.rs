@@ -9,7 +9,7 @@ use tigerflow_llm::device::{DeviceSpec, run_on};
 use tigerflow_stage::Reporter;
 use tigerflow_train::bench::{BenchSettings, BenchTask, ModelShape, table};
 use tigerflow_train::collective::{Alone, Collective};
-use tigerflow_train::launch::{local_ranks, supervise};
+use tigerflow_train::launch::{local_ranks, stop_with_parent, supervise};
 use tigerflow_train::nccl_lib::library_path_for;
 use tigerflow_train::params::TrainParams;
 use tigerflow_train::rank::{RENDEZVOUS, collective_for};
@@ -97,6 +97,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<(), String> {
         [spec] => measure(args, &settings, *spec, &mut Alone),
         _ if std::env::var_os("RANK").is_none() => start_ranks(&specs),
         _ => {
+            stop_with_parent();
             let env = RankEnv::from_env()?;
             let spec = *specs.get(env.local_rank).ok_or_else(|| {
                 format!(

@@ -155,3 +155,47 @@ fn the_benchmark_runs_ranks_and_reports_the_whole_steps_loss() {
     assert!(batch.contains("x 2 micro-batches x 2 ranks"), "{batch}");
     assert!(breakdown.contains("all-reduce"), "{breakdown}");
 }
+
+/// The rank processes of `p`'s runs that are alive, by their command line.
+fn live_ranks(p: &TestProject) -> Vec<String> {
+    let root = p.root().to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .filter(|line| line.contains("train-rank") && line.contains(&root))
+        .collect()
+}
+
+#[test]
+fn ranks_stop_when_the_stage_process_is_killed() {
+    let p = project("gradient_accumulation_steps = 1\ndevices = [\"cpu\", \"cpu\"]\n");
+    // Far more steps than the test waits for.
+    let text = p
+        .read("pipeline.toml")
+        .replace("max_steps = 4", "max_steps = 100000");
+    p.write("pipeline.toml", &text);
+    let mut run = p
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while live_ranks(&p).len() < 2 {
+        assert!(waited.elapsed().as_secs() < 60, "the ranks did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let killed = std::time::Instant::now();
+    while !live_ranks(&p).is_empty() {
+        assert!(
+            killed.elapsed().as_secs() < 30,
+            "ranks outlived the killed stage: {:?}",
+            live_ranks(&p)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -26,6 +26,25 @@ use crate::rank_report::RankLine;
 /// values inherited from a surrounding job would give every rank the same ones.
 const PER_RANK_VARS: [&str; 3] = ["RANK", "WORLD_SIZE", "LOCAL_RANK"];
 
+/// Set for ranks started on this host: they stop when their stdin closes, which happens when the
+/// stage's process ends, even by `kill -9` (a killed parent takes no children with it, and an
+/// orphaned rank would go on writing into the output folder that the next run resumes from).
+const WATCH_PARENT: &str = "TIGERFLOW_RANK_WATCH_STDIN";
+
+/// In a rank started by [`local_ranks`], ends the process when its starter is gone.
+pub fn stop_with_parent() {
+    if std::env::var_os(WATCH_PARENT).is_none() {
+        return;
+    }
+    std::thread::spawn(|| {
+        let mut stdin = std::io::stdin().lock();
+        let mut buffer = [0u8; 64];
+        while matches!(std::io::Read::read(&mut stdin, &mut buffer), Ok(n) if n > 0) {}
+        eprintln!("error: the process that started this rank ended; stopping");
+        std::process::exit(1);
+    });
+}
+
 /// A process to start: what it is called in messages, where its stderr goes.
 pub struct Launch {
     what: String,
@@ -132,7 +151,7 @@ pub fn local_ranks(
                 master_port: port,
             };
             let mut command = rank_command();
-            command.envs(env.vars());
+            command.envs(env.vars()).env(WATCH_PARENT, "1");
             if let Some(path) = library_path {
                 command.env("LD_LIBRARY_PATH", path);
             }
@@ -163,8 +182,9 @@ pub fn supervise(launches: Vec<Launch>, reporter: &dyn Reporter) -> Result<(), S
     } in launches
     {
         let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        // The stdin pipes stay open until this function returns: see `WATCH_PARENT`.
         command
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr);
         match command.spawn() {

@@ -54,6 +54,7 @@ impl Job {
 /// Runs the rank described by the process environment on the job in `job_path`. A failure is
 /// also sent to the stage as a [`RankLine::Failed`].
 pub fn run_rank(job_path: &Path) -> Result<(), String> {
+    crate::launch::stop_with_parent();
     let env = RankEnv::from_env();
     let rank = env.as_ref().map_or(0, |env| env.rank);
     let result = env.and_then(|env| run(job_path, &env));
