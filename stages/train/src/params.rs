@@ -87,14 +87,24 @@ pub struct TrainParams {
     /// `micro_batch_size × gradient_accumulation_steps` rows of each optimizer step, so a step
     /// has that many rows times the number of ranks (as with accelerate or torchrun). `"cpu"` may
     /// repeat, to try the data-parallel path without GPUs.
+    ///
+    /// This key, `hosts` and `launcher` are left out of the canonical parameters while they keep
+    /// their defaults, so that stages trained before they existed keep their fingerprints.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
     /// Hosts taking part (each runs `devices.len()` ranks); more than one needs a `launcher`.
+    #[serde(skip_serializing_if = "is_one")]
     pub hosts: usize,
     /// Starts the ranks on every host instead of this process, e.g.
     /// `["srun", "--nodes=2", "--ntasks-per-node=8"]`: it is run once with
     /// `tigerflow train-rank <job>` appended and must start `hosts × devices.len()` copies with
     /// torchrun's or SLURM's rank variables set (README, "Several GPUs and hosts").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub launcher: Vec<String>,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for TrainParams {
@@ -401,6 +411,18 @@ mod tests {
             "a launcher always launches"
         );
         assert!(with(&["cpu", "cpu"], 1, &[]).validate().is_ok());
+    }
+
+    #[test]
+    fn data_parallel_keys_at_their_defaults_leave_the_fingerprint_alone() {
+        let json = serde_json::to_value(with(&[], 1, &[])).unwrap();
+        for key in ["devices", "hosts", "launcher"] {
+            assert!(json.get(key).is_none(), "{key} is serialized: {json}");
+        }
+        let two = with(&["cuda:0", "cuda:1"], 2, &["srun"]);
+        let json = serde_json::to_value(&two).unwrap();
+        assert_eq!(json["hosts"], 2);
+        assert_eq!(serde_json::from_value::<TrainParams>(json).unwrap(), two);
     }
 
     #[test]
