@@ -199,3 +199,55 @@ fn ranks_stop_when_the_stage_process_is_killed() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The `checkpoints/latest` file of `p`'s train stage while it runs (in its staging folder).
+fn staged_checkpoint(p: &TestProject) -> Option<String> {
+    let staging = p.root().join("artifacts/.staging");
+    std::fs::read_dir(staging)
+        .ok()?
+        .flatten()
+        .find_map(|dir| std::fs::read_to_string(dir.path().join("checkpoints/latest")).ok())
+}
+
+#[test]
+fn a_killed_two_rank_run_resumes_from_rank_0s_checkpoint_to_the_same_end() {
+    let long = "gradient_accumulation_steps = 1\ndevices = [\"cpu\", \"cpu\"]\nsave_steps = 5\n";
+    let with_steps = |p: &TestProject| {
+        let text = p
+            .read("pipeline.toml")
+            .replace("max_steps = 4", "max_steps = 40");
+        p.write("pipeline.toml", &text);
+    };
+    let straight = project(long);
+    with_steps(&straight);
+    straight.ok(&["run"]);
+
+    let cut = project(long);
+    with_steps(&cut);
+    let mut run = cut
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while staged_checkpoint(&cut).is_none() {
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the run ended before its first checkpoint"
+        );
+        assert!(waited.elapsed().as_secs() < 120, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    let out = cut.tf(&["run"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("resuming from the checkpoint at step"),
+        "{}",
+        describe(&out)
+    );
+    assert_same_curve(&cut, &straight);
+}
