@@ -53,7 +53,7 @@ impl RankLine {
 
 /// Rank 0's reporter: every call becomes a line on stdout. Other ranks report nothing.
 pub struct LineReporter {
-    pub speaks: bool,
+    speaks: bool,
     /// Keeps lines whole when several threads report.
     lock: Mutex<()>,
 }

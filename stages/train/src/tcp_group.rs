@@ -14,6 +14,12 @@ use crate::rank_env::RankEnv;
 
 /// How often a rank retries connecting while rank 0 is not yet listening.
 const RETRY: Duration = Duration::from_millis(100);
+/// A rank's greeting: its rank and the world size, as two u32.
+const HELLO_BYTES: usize = 8;
+/// How long a connecting process has to say which rank it is.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest broadcast (an NCCL unique id is 128 bytes).
+const BROADCAST_LIMIT: usize = 4096;
 
 pub struct TcpGroup {
     rank: usize,
@@ -31,10 +37,19 @@ fn send(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     stream.write_all(bytes)
 }
 
-fn receive(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+/// A message of at most `limit` bytes: anything else listening on the port is not a rank, and
+/// must not make this one allocate what it claims to send.
+fn receive(stream: &mut TcpStream, limit: usize) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 8];
     stream.read_exact(&mut len)?;
-    let mut bytes = vec![0u8; u64::from_le_bytes(len) as usize];
+    let len = u64::from_le_bytes(len);
+    if len > limit as u64 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a message of {len} bytes where at most {limit} were expected"),
+        ));
+    }
+    let mut bytes = vec![0u8; len as usize];
     stream.read_exact(&mut bytes)?;
     Ok(bytes)
 }
@@ -71,8 +86,14 @@ impl TcpGroup {
                         .set_nonblocking(false)
                         .and_then(|()| stream.set_nodelay(true))
                         .map_err(|e| lost("accepting a rank", e))?;
-                    let hello = receive(&mut stream).map_err(|e| lost("greeting a rank", e))?;
-                    let (rank, world) = decode_hello(&hello)?;
+                    // A silent stranger must not block the meeting for ever.
+                    stream
+                        .set_read_timeout(Some(GREETING_TIMEOUT))
+                        .map_err(|e| lost("accepting a rank", e))?;
+                    let (rank, world) = greeting(&mut stream)?;
+                    stream
+                        .set_read_timeout(None)
+                        .map_err(|e| lost("accepting a rank", e))?;
                     if world != env.world_size || rank == 0 || rank >= world {
                         return Err(format!(
                             "a rank says it is rank {rank} of {world}, but this job has {} ranks; fix: give every rank the same WORLD_SIZE and a distinct RANK",
@@ -129,25 +150,28 @@ impl TcpGroup {
         Ok(stream)
     }
 
-    /// Rank 0's `bytes` on every rank (other ranks' `bytes` are replaced).
+    /// Rank 0's `bytes` (at most `BROADCAST_LIMIT`) on every rank (other ranks' are replaced).
     pub fn broadcast(&mut self, bytes: &mut Vec<u8>) -> Result<(), String> {
         if self.rank == 0 {
             for peer in &mut self.peers {
                 send(peer, bytes).map_err(|e| lost("broadcasting", e))?;
             }
         } else {
-            *bytes = receive(&mut self.peers[0]).map_err(|e| lost("receiving a broadcast", e))?;
+            *bytes = receive(&mut self.peers[0], BROADCAST_LIMIT)
+                .map_err(|e| lost("receiving a broadcast", e))?;
         }
         Ok(())
     }
 }
 
-fn decode_hello(bytes: &[u8]) -> Result<(usize, usize), String> {
+/// The rank and world size a connecting rank announces.
+fn greeting(stream: &mut TcpStream) -> Result<(usize, usize), String> {
+    let bytes = receive(stream, HELLO_BYTES).unwrap_or_default();
     let word = |i: usize| -> Option<usize> {
         Some(u32::from_le_bytes(bytes.get(i * 4..i * 4 + 4)?.try_into().ok()?) as usize)
     };
     match (bytes.len(), word(0), word(1)) {
-        (8, Some(rank), Some(world)) => Ok((rank, world)),
+        (HELLO_BYTES, Some(rank), Some(world)) => Ok((rank, world)),
         _ => Err("a process that is not a tigerflow rank connected to MASTER_PORT; fix: choose a port nothing else uses".into()),
     }
 }
@@ -182,7 +206,8 @@ impl Collective for TcpGroup {
     fn all_reduce_sum(&mut self, values: &mut [f32]) -> Result<(), String> {
         if self.rank == 0 {
             for peer in &mut self.peers {
-                let bytes = receive(peer).map_err(|e| lost("summing gradients", e))?;
+                let bytes =
+                    receive(peer, values.len() * 4).map_err(|e| lost("summing gradients", e))?;
                 add_bytes(values, &bytes)?;
             }
             let sum = to_bytes(values);
@@ -192,7 +217,7 @@ impl Collective for TcpGroup {
         } else {
             let peer = &mut self.peers[0];
             send(peer, &to_bytes(values)).map_err(|e| lost("sending gradients", e))?;
-            let sum = receive(peer).map_err(|e| lost("receiving the sum", e))?;
+            let sum = receive(peer, values.len() * 4).map_err(|e| lost("receiving the sum", e))?;
             values.fill(0.0);
             add_bytes(values, &sum)?;
         }
@@ -257,6 +282,26 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.starts_with("ranks 1, 2 did not connect"), "{err}");
+    }
+
+    #[test]
+    fn a_stranger_on_the_port_is_named_not_believed() {
+        let port = free_port();
+        let stranger = thread::spawn(move || {
+            loop {
+                if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+                    // Claims an exabyte-sized message.
+                    let _ = stream.write_all(&u64::MAX.to_le_bytes());
+                    return;
+                }
+                sleep(RETRY);
+            }
+        });
+        let err = TcpGroup::join(&env(0, 2, port), Duration::from_secs(20))
+            .err()
+            .unwrap();
+        stranger.join().unwrap();
+        assert!(err.contains("not a tigerflow rank"), "{err}");
     }
 
     #[test]
