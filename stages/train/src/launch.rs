@@ -273,11 +273,13 @@ fn poll(running: &mut [(String, PathBuf, Child)]) -> Poll {
     }
 }
 
+/// The last line of a log that says something: after a panic, its message rather than Rust's
+/// hint about backtraces.
 fn last_line(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
     text.lines()
         .rev()
-        .find(|line| !line.trim().is_empty())
+        .find(|line| !line.trim().is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE"))
         .map(str::to_owned)
 }
 
@@ -366,6 +368,15 @@ mod tests {
             started.elapsed() < Duration::from_secs(15),
             "rank 0 was not stopped"
         );
+    }
+
+    #[test]
+    fn a_panicking_rank_is_reported_by_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"printf '%s\n' "thread 'main' (7) panicked at src/x.rs:1:1:" 'invalid device ordinal 1' 'note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace' >&2; exit 101"#;
+        let err =
+            supervise(vec![shell(dir.path(), "rank 1", script)], &Kept::default()).unwrap_err();
+        assert!(err.starts_with("invalid device ordinal 1 (log: "), "{err}");
     }
 
     #[test]
