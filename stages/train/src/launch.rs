@@ -237,7 +237,7 @@ pub fn supervise(launches: Vec<Launch>, reporter: &dyn Reporter) -> Result<(), S
         None => Ok(()),
         Some((what, log, status)) => {
             let reason = reported
-                .or_else(|| last_line(&log))
+                .or_else(|| reason_in_log(&log))
                 .unwrap_or_else(|| format!("{what} ended: {status}"));
             Err(format!("{reason} (log: {})", log.display()))
         }
@@ -273,14 +273,29 @@ fn poll(running: &mut [(String, PathBuf, Child)]) -> Poll {
     }
 }
 
-/// The last line of a log that says something: after a panic, its message rather than Rust's
-/// hint about backtraces.
-fn last_line(log: &Path) -> Option<String> {
+/// What a log says went wrong: a panic's message (Rust prints it after "panicked at …", before
+/// its hint about backtraces or the backtrace itself), else the last line that says something.
+fn reason_in_log(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
-    text.lines()
+    let lines: Vec<&str> = text.lines().collect();
+    if let Some(at) = lines
+        .iter()
+        .rposition(|line| line.contains(" panicked at "))
+    {
+        let message: Vec<&str> = lines[at + 1..]
+            .iter()
+            .take_while(|line| !line.starts_with("note: ") && !line.starts_with("stack backtrace:"))
+            .copied()
+            .collect();
+        if !message.is_empty() {
+            return Some(message.join(" "));
+        }
+    }
+    lines
+        .iter()
         .rev()
-        .find(|line| !line.trim().is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE"))
-        .map(str::to_owned)
+        .find(|line| !line.trim().is_empty())
+        .map(|line| line.to_string())
 }
 
 /// A TCP port free right now, for rank 0 to listen on.
@@ -377,6 +392,13 @@ mod tests {
         let err =
             supervise(vec![shell(dir.path(), "rank 1", script)], &Kept::default()).unwrap_err();
         assert!(err.starts_with("invalid device ordinal 1 (log: "), "{err}");
+        let with_backtrace = r#"printf '%s\n' "thread 'main' (7) panicked at src/x.rs:1:1:" 'out of memory' 'stack backtrace:' '   0: main' '             at src/main.rs:3:5' >&2; exit 101"#;
+        let err = supervise(
+            vec![shell(dir.path(), "rank 0", with_backtrace)],
+            &Kept::default(),
+        )
+        .unwrap_err();
+        assert!(err.starts_with("out of memory (log: "), "{err}");
     }
 
     #[test]
