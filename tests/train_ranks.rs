@@ -17,10 +17,11 @@ fn model_dir() -> String {
         .to_string()
 }
 
-/// A project training the tiny model for 4 steps of 4 rows each; `extra` adds train parameters.
-fn project(extra: &str) -> TestProject {
+/// A project training the tiny model for `steps` steps of 4 rows each; `extra` adds train
+/// parameters.
+fn project(steps: usize, extra: &str) -> TestProject {
     let p = TestProject::new(&format!(
-        "[stages.train]\nuses = \"train\"\ninputs = {{ data = \"split\" }}\nbase_model = \"{}\"\nsequence_len = 48\nlora_r = 4\nmax_steps = 4\nwarmup_steps = 1\nlearning_rate = 1e-2\neval_steps = 2\nmicro_batch_size = 2\nlora_dropout = 0.1\n{extra}",
+        "[stages.train]\nuses = \"train\"\ninputs = {{ data = \"split\" }}\nbase_model = \"{}\"\nsequence_len = 48\nlora_r = 4\nmax_steps = {steps}\nwarmup_steps = 1\nlearning_rate = 1e-2\neval_steps = 2\nmicro_batch_size = 2\nlora_dropout = 0.1\n{extra}",
         model_dir()
     ));
     let line = |i: usize| {
@@ -65,9 +66,12 @@ fn assert_same_curve(a: &TestProject, b: &TestProject) {
 
 #[test]
 fn two_rank_processes_train_like_one_process_on_the_same_global_batch() {
-    let alone = project("gradient_accumulation_steps = 2\n");
+    let alone = project(4, "gradient_accumulation_steps = 2\n");
     alone.ok(&["run"]);
-    let ranks = project("gradient_accumulation_steps = 1\ndevices = [\"cpu\", \"cpu\"]\n");
+    let ranks = project(
+        4,
+        "gradient_accumulation_steps = 1\ndevices = [\"cpu\", \"cpu\"]\n",
+    );
     let out = ranks.tf(&["run"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
@@ -92,9 +96,10 @@ status=0; for p in $pids; do wait $p || status=1; done; exit $status
 
 #[test]
 fn a_launcher_starts_the_ranks_of_two_hosts() {
-    let alone = project("gradient_accumulation_steps = 2\n");
+    let alone = project(4, "gradient_accumulation_steps = 2\n");
     alone.ok(&["run"]);
     let hosts = project(
+        4,
         "gradient_accumulation_steps = 1\ndevices = [\"cpu\"]\nhosts = 2\nlauncher = [\"sh\", \"fake-srun.sh\"]\n",
     );
     hosts.write("fake-srun.sh", FAKE_SRUN);
@@ -105,7 +110,10 @@ fn a_launcher_starts_the_ranks_of_two_hosts() {
 
 #[test]
 fn a_launcher_starting_too_few_ranks_fails_with_the_fix() {
-    let p = project("devices = [\"cpu\"]\nhosts = 2\nlauncher = [\"sh\", \"fake-srun.sh\"]\n");
+    let p = project(
+        4,
+        "devices = [\"cpu\"]\nhosts = 2\nlauncher = [\"sh\", \"fake-srun.sh\"]\n",
+    );
     p.write("fake-srun.sh", &format!("TASKS=1\n{FAKE_SRUN}"));
     let out = p.tf(&["run"]);
     assert!(!out.status.success());
@@ -156,6 +164,15 @@ fn the_benchmark_runs_ranks_and_reports_the_whole_steps_loss() {
     assert!(breakdown.contains("all-reduce"), "{breakdown}");
 }
 
+/// `tigerflow run` on `p` in the background, its output discarded.
+fn start_run(p: &TestProject) -> std::process::Child {
+    p.command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// The rank processes of `p`'s runs that are alive, by their command line.
 fn live_ranks(p: &TestProject) -> Vec<String> {
     let root = p.root().to_string_lossy().into_owned();
@@ -170,18 +187,12 @@ fn live_ranks(p: &TestProject) -> Vec<String> {
 
 #[test]
 fn ranks_stop_when_the_stage_process_is_killed() {
-    let p = project("gradient_accumulation_steps = 1\ndevices = [\"cpu\", \"cpu\"]\n");
     // Far more steps than the test waits for.
-    let text = p
-        .read("pipeline.toml")
-        .replace("max_steps = 4", "max_steps = 100000");
-    p.write("pipeline.toml", &text);
-    let mut run = p
-        .command(&["run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let p = project(
+        100_000,
+        "gradient_accumulation_steps = 1\ndevices = [\"cpu\", \"cpu\"]\n",
+    );
+    let mut run = start_run(&p);
     let waited = std::time::Instant::now();
     while live_ranks(&p).len() < 2 {
         assert!(waited.elapsed().as_secs() < 60, "the ranks did not start");
@@ -212,24 +223,11 @@ fn staged_checkpoint(p: &TestProject) -> Option<String> {
 #[test]
 fn a_killed_two_rank_run_resumes_from_rank_0s_checkpoint_to_the_same_end() {
     let long = "gradient_accumulation_steps = 1\ndevices = [\"cpu\", \"cpu\"]\nsave_steps = 5\n";
-    let with_steps = |p: &TestProject| {
-        let text = p
-            .read("pipeline.toml")
-            .replace("max_steps = 4", "max_steps = 40");
-        p.write("pipeline.toml", &text);
-    };
-    let straight = project(long);
-    with_steps(&straight);
+    let straight = project(40, long);
     straight.ok(&["run"]);
 
-    let cut = project(long);
-    with_steps(&cut);
-    let mut run = cut
-        .command(&["run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let cut = project(40, long);
+    let mut run = start_run(&cut);
     let waited = std::time::Instant::now();
     while staged_checkpoint(&cut).is_none() {
         assert!(

@@ -102,10 +102,15 @@ pub fn run_on<T: OnBackend>(
             }
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => Err(format!(
-            "device {spec} needs a build with CUDA; fix: rebuild with `cargo build --release --features cuda` or use \"cpu\""
-        )),
+        DeviceSpec::Cuda(_) => Err(needs_cuda_build(spec)),
     }
+}
+
+/// The error for a GPU `spec` in a build without the `cuda` feature.
+pub fn needs_cuda_build(spec: DeviceSpec) -> String {
+    format!(
+        "device {spec} needs a build with CUDA; fix: rebuild with `cargo build --release --features cuda` or use \"cpu\""
+    )
 }
 
 /// burn fixes a device's float type with its first tensor, for the whole process: a second task

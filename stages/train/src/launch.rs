@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tigerflow_llm::device::DeviceSpec;
+use tigerflow_llm::device::{DeviceSpec, needs_cuda_build};
 use tigerflow_llm::sources::ModelSource;
 use tigerflow_stage::{Context, Reporter, StageError};
 
@@ -62,11 +62,10 @@ pub fn launch(params: &TrainParams, ctx: &mut Context<'_>) -> Result<(), StageEr
         .map(DeviceSpec::parse)
         .collect::<Result<Vec<_>, _>>()
         .map_err(failed)?;
-    let gpus = specs.iter().any(|s| *s != DeviceSpec::Cpu);
-    if gpus && !cfg!(feature = "cuda") {
-        return Err(failed(
-            "devices name GPUs, which need a build with CUDA; fix: rebuild with `cargo build --release --features cuda`".into(),
-        ));
+    if let Some(gpu) = specs.iter().find(|s| **s != DeviceSpec::Cpu)
+        && !cfg!(feature = "cuda")
+    {
+        return Err(failed(needs_cuda_build(*gpu)));
     }
     // Download a remote base model once, here, rather than in every rank at the same time.
     ModelSource::parse(&params.base_model, ctx.root)

@@ -121,8 +121,6 @@ pub fn collective_for(spec: DeviceSpec, tcp: TcpGroup) -> Result<Box<dyn Collect
             Ok(Box::new(crate::nccl::NcclGroup::join(&mut tcp, ordinal)?))
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => Err(format!(
-            "device {spec} needs a build with CUDA; fix: rebuild with `cargo build --release --features cuda`"
-        )),
+        DeviceSpec::Cuda(_) => Err(tigerflow_llm::device::needs_cuda_build(spec)),
     }
 }

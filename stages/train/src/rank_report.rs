@@ -3,7 +3,6 @@
 //! the stage can name the first failure instead of the ranks that were stopped because of it.
 
 use std::io::Write;
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tigerflow_stage::Reporter;
@@ -51,24 +50,19 @@ impl RankLine {
     }
 }
 
-/// Rank 0's reporter: every call becomes a line on stdout. Other ranks report nothing.
+/// Rank 0's reporter: every call becomes a line on stdout (whole, under stdout's lock). Other
+/// ranks report nothing.
 pub struct LineReporter {
     speaks: bool,
-    /// Keeps lines whole when several threads report.
-    lock: Mutex<()>,
 }
 
 impl LineReporter {
     pub fn new(speaks: bool) -> Self {
-        LineReporter {
-            speaks,
-            lock: Mutex::new(()),
-        }
+        LineReporter { speaks }
     }
 
     fn send(&self, line: RankLine) {
         if self.speaks {
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             line.print();
         }
     }

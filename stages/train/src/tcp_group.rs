@@ -77,7 +77,7 @@ impl TcpGroup {
         })?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| lost("listening", e))?;
+            .map_err(|e| format!("rank 0 cannot listen on {address}: {e}"))?;
         let mut peers: Vec<Option<TcpStream>> = (1..env.world_size).map(|_| None).collect();
         while peers.iter().any(Option::is_none) {
             match listener.accept() {
