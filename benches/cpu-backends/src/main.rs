@@ -14,7 +14,7 @@ use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::{Int, Tensor, TensorData};
 use tigerflow_llm::backend::Backend;
 use tigerflow_llm::generate::generate_tokens;
-use tigerflow_llm::model::Llama;
+use tigerflow_llm::model::{Keys, Llama};
 use tigerflow_llm::open::ModelFiles;
 use tigerflow_llm::sampling::{Sampler, SamplingConfig};
 use tigerflow_llm::weights::{dense, load_llama};
@@ -74,7 +74,7 @@ fn measure<B: Backend>(name: &str, path: &Path) {
         let rotary = trained.rotary(positions);
         let mut x = hidden.clone();
         for layer in &trained.layers {
-            x = layer.forward(x, &rotary, None, None);
+            x = layer.forward(x, &rotary, Keys::Own(None));
         }
         let loss = trained.logits(trained.norm.forward(x)).mean();
         let grads = loss.backward();

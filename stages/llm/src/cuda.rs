@@ -33,6 +33,7 @@ pub fn configure(cache_dir: &Path) {
     ONCE.call_once(|| {
         crate::failure::watch();
         let root = gpu_cache_dir(cache_dir);
+        crate::cuda_ops::set_ptx_cache(root.join("tigerflow"));
         let mut config = CubeClRuntimeConfig::from_current_dir();
         if config.compilation.cache.is_none() {
             config.compilation.cache = Some(CacheConfig::File(root.join("kernels")));
@@ -55,4 +56,11 @@ pub fn reserved_bytes(index: usize) -> Option<u64> {
         .memory_usage()
         .ok()
         .map(|usage| usage.bytes_reserved)
+}
+
+/// Whether the flash-attention kernels serve bf16 attention with `head_dim` on CUDA device
+/// `index` (compiling them on first use).
+pub fn has_flash_attention(index: usize, head_dim: usize) -> bool {
+    crate::cuda_ops::HEAD_DIMS.contains(&head_dim)
+        && crate::cuda_ops::flash_kernels(index, head_dim).is_some()
 }

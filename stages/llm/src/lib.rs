@@ -1,10 +1,14 @@
 //! Llama-family models on burn: sources, tokenizer, NF4, LoRA and generation.
 
 pub mod adapters;
+pub mod attention;
 pub mod backend;
+pub mod concat;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "cuda")]
+mod cuda_ops;
 pub mod device;
 pub mod failure;
 pub mod generate;

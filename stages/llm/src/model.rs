@@ -9,6 +9,7 @@ use burn::tensor::module::{attention, embedding};
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
+use crate::attention::{causal_attention, repeat_kv};
 use crate::config::LlamaConfig;
 use crate::linear::{Projection, linear};
 use crate::rope::{Rotary, inverse_frequencies};
@@ -119,57 +120,53 @@ pub struct CacheSlot<'c, B: Backend> {
     pub visible: usize,
 }
 
-impl<B: Backend> Attention<B> {
-    /// `x` `[B, L, hidden]`; `mask` `[B, 1, L, T]` (true = hidden). Without a cache the attention
-    /// is causal on top of `mask`. With a cache, this call's keys and values are written into it
-    /// at `cache.start`, attention runs over its first `cache.visible` slots, and `mask` must hide
+/// The keys a forward pass attends to.
+#[derive(Debug)]
+pub enum Keys<'c, B: Backend> {
+    /// The pass's own tokens, causally; with segment ids `[B, L]`, only those of the same packed
+    /// sample (see [`causal_attention`]).
+    Own(Option<Tensor<B, 2, Int>>),
+    /// A KV cache: this pass's keys and values are written into `slot`, attention runs over its
+    /// first `slot.visible` slots, and `mask` `[B, 1, L, visible]` (true = hidden) must hide
     /// every key after each query (see [`Llama::forward_cached`]).
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        rotary: &Rotary<B>,
-        mask: Option<Tensor<B, 4, Bool>>,
-        cache: Option<CacheSlot<'_, B>>,
-    ) -> Tensor<B, 3> {
+    Cached {
+        slot: CacheSlot<'c, B>,
+        mask: Tensor<B, 4, Bool>,
+    },
+}
+
+impl<B: Backend> Attention<B> {
+    /// `x` `[B, L, hidden]` attending to `keys`.
+    pub fn forward(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, keys: Keys<'_, B>) -> Tensor<B, 3> {
         let [batch, len, _] = x.dims();
         let heads =
             |t: Tensor<B, 3>, n: usize| t.reshape([batch, len, n, self.head_dim]).swap_dims(1, 2);
         let q = rotary.apply(heads(self.q_proj.forward(x.clone()), self.num_heads));
         let k = rotary.apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
         let v = heads(self.v_proj.forward(x), self.num_kv_heads);
-        let is_causal = cache.is_none();
-        let (k, v) = match cache {
-            None => (k, v),
-            Some(slot) => slot.layer.write(slot.start, k, v, slot.visible),
+        let out = match keys {
+            Keys::Own(segments) => causal_attention(q, k, v, segments),
+            Keys::Cached { slot, mask } => {
+                let (k, v) = slot.layer.write(slot.start, k, v, slot.visible);
+                let groups = self.num_heads / self.num_kv_heads;
+                let [b, _, lq, lk] = mask.dims();
+                let mask = mask.expand([b, self.num_heads, lq, lk]);
+                let options = AttentionModuleOptions::default();
+                attention(
+                    q,
+                    repeat_kv(k, groups),
+                    repeat_kv(v, groups),
+                    Some(mask),
+                    None,
+                    options,
+                )
+            }
         };
-        let groups = self.num_heads / self.num_kv_heads;
-        let (k, v) = (repeat_kv(k, groups), repeat_kv(v, groups));
-        let mask = mask.map(|m| {
-            let [b, _, lq, lk] = m.dims();
-            m.expand([b, self.num_heads, lq, lk])
-        });
-        let options = AttentionModuleOptions {
-            is_causal,
-            ..Default::default()
-        };
-        let out = attention(q, k, v, mask, None, options);
         let out = out
             .swap_dims(1, 2)
             .reshape([batch, len, self.num_heads * self.head_dim]);
         self.o_proj.forward(out)
     }
-}
-
-/// Repeats each key/value head `groups` times so that query head `h` meets kv head
-/// `h / groups`, as transformers' `repeat_kv` does.
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
-    if groups == 1 {
-        return x;
-    }
-    let [b, kv, t, d] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kv, groups, t, d])
-        .reshape([b, kv * groups, t, d])
 }
 
 /// The SwiGLU feed-forward block: `down(silu(gate(x)) · up(x))`.
@@ -197,16 +194,10 @@ pub struct DecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        rotary: &Rotary<B>,
-        mask: Option<Tensor<B, 4, Bool>>,
-        cache: Option<CacheSlot<'_, B>>,
-    ) -> Tensor<B, 3> {
-        let attn =
-            self.self_attn
-                .forward(self.input_layernorm.forward(x.clone()), rotary, mask, cache);
+    pub fn forward(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, keys: Keys<'_, B>) -> Tensor<B, 3> {
+        let attn = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), rotary, keys);
         let x = x.add(attn);
         let mlp = self
             .mlp
@@ -311,18 +302,6 @@ impl<B: Backend> Llama<B> {
         Rotary::new(&self.inv_freq, position_ids)
     }
 
-    /// The mask that keeps packed samples apart: `[B, 1, L, L]`, true where query and key lie
-    /// in different segments. Causality is added by the attention itself.
-    pub fn segment_mask(segment_ids: Tensor<B, 2, Int>) -> Tensor<B, 4, Bool> {
-        let [b, l] = segment_ids.dims();
-        let q = segment_ids
-            .clone()
-            .reshape([b, 1, l, 1])
-            .expand([b, 1, l, l]);
-        let k = segment_ids.reshape([b, 1, 1, l]).expand([b, 1, l, l]);
-        q.not_equal(k)
-    }
-
     /// Final normed hidden states `[B, L, hidden]`, for computing the loss in chunks.
     pub fn forward_hidden(
         &self,
@@ -331,10 +310,9 @@ impl<B: Backend> Llama<B> {
         segment_ids: Option<Tensor<B, 2, Int>>,
     ) -> Tensor<B, 3> {
         let rotary = self.rotary(position_ids);
-        let mask = segment_ids.map(Self::segment_mask);
         let mut x = self.embed(input_ids);
         for layer in &self.layers {
-            x = layer.forward(x, &rotary, mask.clone(), None);
+            x = layer.forward(x, &rotary, Keys::Own(segment_ids.clone()));
         }
         self.norm.forward(x)
     }
@@ -408,7 +386,11 @@ impl<B: Backend> Llama<B> {
                 start,
                 visible,
             };
-            x = layer.forward(x, &rotary, Some(mask.clone()), Some(slot));
+            let keys = Keys::Cached {
+                slot,
+                mask: mask.clone(),
+            };
+            x = layer.forward(x, &rotary, keys);
         }
         cache.len += l;
         self.logits(self.norm.forward(x))

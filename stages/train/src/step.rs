@@ -12,8 +12,8 @@
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Bool, ElementConversion, Int, Tensor, TensorData};
-use tigerflow_llm::model::{DecoderLayer, Llama};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use tigerflow_llm::model::{DecoderLayer, Keys, Llama};
 use tigerflow_llm::rope::Rotary;
 
 use crate::packing::{Batch, IGNORE};
@@ -95,7 +95,7 @@ fn layer_seed(micro_seed: u64, layer: usize) -> u64 {
 
 struct Shared<B: Backend> {
     rotary: Rotary<B>,
-    mask: Tensor<B, 4, Bool>,
+    segment_ids: Tensor<B, 2, Int>,
 }
 
 /// Gradients of `scale · nll_sum(batch)` with respect to every adapter of `model`.
@@ -111,7 +111,7 @@ pub fn micro_batch_grads<B: AutodiffBackend>(
     let t = BatchTensors::<B>::new(batch, device);
     let shared = Shared {
         rotary: model.rotary(t.position_ids.clone()),
-        mask: Llama::<B>::segment_mask(t.segment_ids.clone()),
+        segment_ids: t.segment_ids.clone(),
     };
     let embedded = model.embed(t.input_ids.clone());
     if recompute {
@@ -135,7 +135,8 @@ fn run_layer<B: Backend>(
     device: &B::Device,
 ) -> Tensor<B, 3> {
     B::seed(device, layer_seed(micro_seed, l));
-    layer.forward(x, &shared.rotary, Some(shared.mask.clone()), None)
+    let keys = Keys::Own(Some(shared.segment_ids.clone()));
+    layer.forward(x, &shared.rotary, keys)
 }
 
 fn collect_layer<B: AutodiffBackend>(

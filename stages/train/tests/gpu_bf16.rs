@@ -27,3 +27,13 @@ fn training_matches_peft_packing_and_accumulation() {
 fn recompute_matches_the_full_graph() {
     check_recompute_on::<M>(&cuda(), BF16);
 }
+
+#[test]
+fn flash_attention_matches_the_cpu() {
+    check_flash_attention(&cuda(), BF16);
+}
+
+#[test]
+fn the_optimizers_gather_matches_the_cpu() {
+    check_concat(&cuda());
+}

@@ -13,10 +13,12 @@
 //! more than five minutes before that. Run them with a persistent `TIGERFLOW_CACHE`.
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use safetensors::SafeTensors;
+use tigerflow_llm::attention::causal_attention;
 use tigerflow_llm::backend::CpuBackend;
+use tigerflow_llm::concat::concat_flat;
 use tigerflow_llm::nf4::Nf4Tensor;
 use tigerflow_train::packing::{collate, pack};
 
@@ -118,4 +120,123 @@ pub fn check_training<M: Backend>(device: &M::Device, p: Precision) {
 /// Layer-wise recompute equals the full graph on `M`, dropout on.
 pub fn check_recompute_on<M: Backend>(device: &M::Device, p: Precision) {
     check_recompute::<Autodiff<M>>(device, f64::from(p.value), p.grad);
+}
+
+/// Shapes of the flash-attention check: (rows, heads, kv heads, tokens, head dim).
+const ATTENTION_SHAPES: [[usize; 5]; 3] =
+    [[2, 4, 2, 128, 64], [1, 2, 2, 192, 128], [2, 6, 2, 256, 64]];
+
+/// Deterministic values in [-1, 1), already rounded to bf16 so that both sides start from the
+/// same numbers.
+fn bf16_values(count: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..count)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let unit = (state >> 40) as f32 / (1u64 << 24) as f32;
+            burn::tensor::bf16::from_f32(2.0 * unit - 1.0).to_f32()
+        })
+        .collect()
+}
+
+/// Packed segments for `rows` rows of `len` tokens: row 0 holds three samples and 20 tokens of
+/// padding, the other rows one sample each.
+fn attention_segments(rows: usize, len: usize) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(rows * len);
+    for row in 0..rows {
+        ids.extend((0..len).map(|i| match (row, i) {
+            (0, i) if i >= len - 20 => -1,
+            (0, i) if i < 50 => 0,
+            (0, i) if i < 120 => 1,
+            (0, _) => 2,
+            _ => 0,
+        }));
+    }
+    ids
+}
+
+/// Output and gradients of q, k and v of `sum(w · attention(q, k, v))` on `M`.
+fn attention_on<M: AutodiffBackend>(shape: [usize; 5], device: &M::Device) -> [Vec<f32>; 4] {
+    let [b, h, kv, l, d] = shape;
+    let tensor = |dims: [usize; 4], seed| {
+        let data = TensorData::new(bf16_values(dims.iter().product(), seed), dims);
+        Tensor::<M, 4>::from_data(data, device)
+    };
+    let q = tensor([b, h, l, d], 1).require_grad();
+    let k = tensor([b, kv, l, d], 2).require_grad();
+    let v = tensor([b, kv, l, d], 3).require_grad();
+    let w = tensor([b, h, l, d], 4);
+    let segments =
+        Tensor::<M, 2, Int>::from_data(TensorData::new(attention_segments(b, l), [b, l]), device);
+    let out = causal_attention(q.clone(), k.clone(), v.clone(), Some(segments));
+    let grads = (out.clone() * w).sum().backward();
+    let grad = |t: &Tensor<M, 4>| to_vec(t.grad(&grads).expect("an input of the loss"));
+    [to_vec(out), grad(&q), grad(&k), grad(&v)]
+}
+
+/// The flash-attention kernels (bf16, with and without autodiff) against burn's attention on
+/// the CPU in f32: outputs and the gradients of q, k and v, with packed samples, padding and
+/// grouped heads, for both head dimensions the kernels serve.
+pub fn check_flash_attention(device: &burn::backend::cuda::CudaDevice, p: Precision) {
+    type Gpu = tigerflow_llm::backend::CudaBackend<tigerflow_llm::backend::bf16>;
+    for shape in ATTENTION_SHAPES {
+        let [b, h, kv, l, d] = shape;
+        assert!(
+            tigerflow_llm::cuda::has_flash_attention(device.index, d),
+            "the flash-attention kernels did not load for head dim {d}"
+        );
+        let cpu = attention_on::<Autodiff<CpuBackend>>(shape, &Default::default());
+        let gpu = attention_on::<Autodiff<Gpu>>(shape, device);
+        for ((name, gpu), cpu) in ["out", "dq", "dk", "dv"].iter().zip(&gpu).zip(&cpu) {
+            let limit = if *name == "out" { p.value } else { p.grad };
+            let rel = max_rel(gpu, cpu);
+            assert!(
+                rel <= limit,
+                "{shape:?}: {name} differs from the CPU's (max rel {rel})"
+            );
+        }
+        let plain = |dims: [usize; 4], seed| {
+            let data = TensorData::new(bf16_values(dims.iter().product(), seed), dims);
+            Tensor::<Gpu, 4>::from_data(data, device)
+        };
+        let segments = Tensor::<Gpu, 2, Int>::from_data(
+            TensorData::new(attention_segments(b, l), [b, l]),
+            device,
+        );
+        let out = causal_attention(
+            plain([b, h, l, d], 1),
+            plain([b, kv, l, d], 2),
+            plain([b, kv, l, d], 3),
+            Some(segments),
+        );
+        let rel = max_rel(&to_vec(out), &cpu[0]);
+        assert!(
+            rel <= p.value,
+            "{shape:?}: inference output (max rel {rel})"
+        );
+    }
+}
+
+/// The optimizer's gather on the bf16 CUDA backend (one copy per part) against burn's `cat` on
+/// the CPU, with parts of several shapes and one transposed (non-contiguous) part.
+pub fn check_concat(device: &burn::backend::cuda::CudaDevice) {
+    type Gpu = tigerflow_llm::backend::CudaBackend<tigerflow_llm::backend::bf16>;
+    fn parts<M: Backend>(device: &M::Device) -> Vec<Tensor<M, 2>> {
+        let shapes = [[32, 64], [96, 32], [1, 8], [7, 5]];
+        let mut parts: Vec<Tensor<M, 2>> = shapes
+            .iter()
+            .zip(1..)
+            .map(|(&shape, seed)| {
+                let data = TensorData::new(bf16_values(shape[0] * shape[1], seed), shape);
+                Tensor::from_data(data, device)
+            })
+            .collect();
+        parts[1] = parts[1].clone().transpose();
+        parts
+    }
+    let cpu = to_vec(concat_flat(parts::<CpuBackend>(&Default::default())));
+    let gpu = to_vec(concat_flat(parts::<Gpu>(device)));
+    assert_eq!(gpu, cpu, "the gathered vector differs from burn's cat");
 }

@@ -1,0 +1,160 @@
+//! Loading tigerflow's CUDA kernels: compiled with NVRTC once per GPU architecture and head
+//! dimension, the PTX kept on disk next to burn's kernel cache, so a second process starts
+//! without compiling.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, sys::CUfunction_attribute};
+use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
+use sha2::{Digest, Sha256};
+
+/// The flash-attention source: four kernels, `HEAD_DIM` set when compiling.
+const FLASH_ATTENTION: &str = include_str!("../kernels/flash_attention.cu");
+
+/// Threads per block of every flash-attention kernel (four warps).
+pub const THREADS: u32 = 128;
+/// Queries per forward block and keys per backward block.
+pub const TILE: usize = 64;
+/// Rows of `delta` per block of `flash_bwd_delta` (eight threads per row).
+pub const DELTA_ROWS_PER_BLOCK: usize = 16;
+/// Elements per block of `flash_bwd_dq`.
+pub const DQ_ELEMENTS_PER_BLOCK: usize = 1024;
+
+/// Dynamic shared memory of the forward kernel: two stages of K and V tiles in bf16 and the
+/// keys' segment ids (`FWD_SMEM_BYTES` in the source).
+pub fn forward_shared_bytes(head_dim: usize) -> u32 {
+    (4 * TILE * head_dim * 2 + 2 * TILE * 4) as u32
+}
+
+/// Dynamic shared memory of the backward kernel: K, V, Q and dO tiles in bf16, the dSᵀ tile
+/// and three per-query f32 vectors (`BWD_SMEM_BYTES` in the source).
+pub fn backward_shared_bytes(head_dim: usize) -> u32 {
+    (4 * TILE * head_dim * 2 + TILE * TILE * 2 + 3 * TILE * 4) as u32
+}
+
+/// The stream every tigerflow operation on CUDA device `ordinal` runs on.
+pub fn stream(ordinal: usize) -> Arc<CudaStream> {
+    static STREAMS: LazyLock<Mutex<HashMap<usize, Arc<CudaStream>>>> =
+        LazyLock::new(Mutex::default);
+    let mut streams = STREAMS.lock().unwrap_or_else(|e| e.into_inner());
+    streams
+        .entry(ordinal)
+        .or_insert_with(|| {
+            CudaContext::new(ordinal)
+                .and_then(|context| context.new_stream())
+                .expect("cubecl already opened this CUDA device")
+        })
+        .clone()
+}
+
+/// The flash-attention kernels for one device and head dimension.
+pub struct FlashKernels {
+    pub forward: CudaFunction,
+    pub delta: CudaFunction,
+    pub backward: CudaFunction,
+    pub dq: CudaFunction,
+}
+
+/// Head dimensions the kernels are written for.
+pub const HEAD_DIMS: [usize; 2] = [64, 128];
+
+static PTX_CACHE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Where compiled PTX is kept (set once by `cuda::configure`); without it kernels are compiled
+/// in every process.
+pub fn set_ptx_cache(dir: PathBuf) {
+    let _ = PTX_CACHE.set(dir);
+}
+
+/// The kernels for CUDA device `ordinal` and `head_dim` (one of [`HEAD_DIMS`]), compiled on
+/// first use. `None` on GPUs older than Hopper (the kernels use sm_90's vector atomics): the
+/// caller falls back to burn's operations.
+pub fn flash_kernels(ordinal: usize, head_dim: usize) -> Option<Arc<FlashKernels>> {
+    /// By (device, head dim); `None` where the GPU cannot run them.
+    type Loaded = HashMap<(usize, usize), Option<Arc<FlashKernels>>>;
+    static LOADED: LazyLock<Mutex<Loaded>> = LazyLock::new(Mutex::default);
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    loaded
+        .entry((ordinal, head_dim))
+        .or_insert_with(|| load(ordinal, head_dim))
+        .clone()
+}
+
+fn load(ordinal: usize, head_dim: usize) -> Option<Arc<FlashKernels>> {
+    let context = CudaContext::new(ordinal).expect("cubecl already opened this CUDA device");
+    let (major, minor) = context
+        .compute_capability()
+        .expect("a CUDA device reports its compute capability");
+    if major < 9 {
+        return None;
+    }
+    let arch = format!("sm_{major}{minor}");
+    let ptx = ptx(FLASH_ATTENTION, head_dim, &arch);
+    let module = context
+        .load_module(ptx)
+        .unwrap_or_else(|e| panic!("loading the flash-attention kernels for {arch}: {e}"));
+    let function = |name: &str, shared: u32| {
+        let f = module
+            .load_function(name)
+            .unwrap_or_else(|e| panic!("flash-attention kernel {name} missing: {e}"));
+        f.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            shared as i32,
+        )
+        .unwrap_or_else(|e| panic!("{name} cannot have {shared} bytes of shared memory: {e}"));
+        f
+    };
+    Some(Arc::new(FlashKernels {
+        forward: function("flash_fwd", forward_shared_bytes(head_dim)),
+        delta: function("flash_bwd_delta", 0),
+        backward: function("flash_bwd", backward_shared_bytes(head_dim)),
+        dq: function("flash_bwd_dq", 0),
+    }))
+}
+
+/// PTX for `source` with `HEAD_DIM = head_dim` on `arch`, from the disk cache when present.
+fn ptx(source: &str, head_dim: usize, arch: &str) -> Ptx {
+    let options = vec![
+        format!("--gpu-architecture={arch}"),
+        format!("-DHEAD_DIM={head_dim}"),
+        "--std=c++17".to_string(),
+    ];
+    let cached = PTX_CACHE.get().map(|dir| cache_file(dir, source, &options));
+    if let Some(text) = cached
+        .as_deref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+    {
+        return Ptx::from_src(text);
+    }
+    let compiled = compile_ptx_with_opts(
+        source,
+        CompileOptions {
+            options,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("NVRTC could not compile the flash-attention kernels: {e}"));
+    if let Some(file) = cached {
+        // A cache that cannot be written only costs the next process a compilation.
+        let _ = std::fs::create_dir_all(file.parent().expect("a file in a folder"))
+            .and_then(|()| std::fs::write(&file, compiled.to_src()));
+    }
+    compiled
+}
+
+/// The cache file of one compilation: named after the source and every option.
+fn cache_file(dir: &Path, source: &str, options: &[String]) -> PathBuf {
+    let mut hash = Sha256::new();
+    hash.update(source);
+    for option in options {
+        hash.update([0]);
+        hash.update(option);
+    }
+    let digest: String = hash.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    dir.join(format!("{digest}.ptx"))
+}

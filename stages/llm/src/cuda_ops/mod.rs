@@ -1,0 +1,19 @@
+//! tigerflow's own CUDA operations, for the places where burn's generic kernels cost the most
+//! (BENCHMARKS.md, "The fast path"). Each is a custom operation on burn's CUDA backend with a
+//! hand-written backward pass; the plain burn implementation next to its caller is the
+//! reference it is tested against.
+//!
+//! The kernels run on a stream of tigerflow's own: cubecl does not expose its streams, so every
+//! operation waits for burn's queued work before it starts and for its own work before it
+//! returns (see `bridge`). That costs a fraction of a millisecond per call, which is why the
+//! operations are coarse (a whole attention, not a single product; every adapter tensor in one
+//! gather).
+
+mod bridge;
+mod concat;
+mod flash_attention;
+mod kernels;
+
+pub use concat::concat_flat;
+pub use flash_attention::flash_attention;
+pub use kernels::{HEAD_DIMS, flash_kernels, set_ptx_cache};
