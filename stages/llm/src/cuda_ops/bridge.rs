@@ -85,8 +85,8 @@ pub fn empty(like: &CudaTensor, shape: impl Into<Shape>, dtype: DType) -> CudaTe
 /// operation burn has queued and before anything burn queues next.
 ///
 /// cubecl computes on private non-blocking streams; without this, a kernel on another stream
-/// read stale inputs (GPU.md, cuBLAS on burn's memory). The resources stay borrowed until the
-/// kernels are done, so burn cannot reuse their memory meanwhile.
+/// read stale inputs in a prototype (cuBLAS on burn's buffers). The resources stay borrowed
+/// until the kernels are done, so burn cannot reuse their memory meanwhile.
 pub fn launch_ordered(
     stream: &CudaStream,
     tensors: &[&CudaTensor],
