@@ -198,6 +198,7 @@ fn forward(
         let &[q, k, v, s, o, l] = addresses else {
             unreachable!("six tensors")
         };
+        assert_vector_aligned(addresses);
         let mut launch = stream.launch_builder(&kernels.forward);
         launch.arg(&q).arg(&k).arg(&v).arg(&s).arg(&o).arg(&l);
         launch
@@ -262,6 +263,7 @@ fn backward(
         let &[q, k, v, seg, o, lse, d_o, delta, dq_sum, dq, dk, dv] = addresses else {
             unreachable!("twelve tensors")
         };
+        assert_vector_aligned(addresses);
         // SAFETY: each launch's arguments match its kernel's signature in
         // flash_attention.cu, on buffers of the sizes allocated above; all run in order on
         // one stream.
@@ -287,4 +289,13 @@ fn backward(
         Ok(())
     });
     (dq, dk, dv)
+}
+
+/// The kernels read and write 16-byte vectors. The buffers they get are fresh allocations
+/// (RoPE's and the projections' outputs, or contiguous copies), which cubecl aligns.
+fn assert_vector_aligned(addresses: &[u64]) {
+    assert!(
+        addresses.iter().all(|a| a % 16 == 0),
+        "flash attention got a buffer that is not 16-byte aligned"
+    );
 }

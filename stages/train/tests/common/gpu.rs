@@ -220,7 +220,8 @@ pub fn check_flash_attention(device: &burn::backend::cuda::CudaDevice, p: Precis
 }
 
 /// The optimizer's gather on the bf16 CUDA backend (one copy per part) against burn's `cat` on
-/// the CPU, with parts of several shapes and one transposed (non-contiguous) part.
+/// the CPU, with parts of several shapes, one transposed (non-contiguous) and one a view at an
+/// odd offset, as the optimizer's split leaves its weights.
 pub fn check_concat(device: &burn::backend::cuda::CudaDevice) {
     type Gpu = tigerflow_llm::backend::CudaBackend<tigerflow_llm::backend::bf16>;
     fn parts<M: Backend>(device: &M::Device) -> Vec<Tensor<M, 2>> {
@@ -234,6 +235,12 @@ pub fn check_concat(device: &burn::backend::cuda::CudaDevice) {
             })
             .collect();
         parts[1] = parts[1].clone().transpose();
+        let flat = parts[2].clone().flatten::<1>(0, 1);
+        parts.push(
+            Tensor::cat(vec![flat, parts[3].clone().flatten(0, 1)], 0)
+                .narrow(0, 3, 35)
+                .reshape([5, 7]),
+        );
         parts
     }
     let cpu = to_vec(concat_flat(parts::<CpuBackend>(&Default::default())));
