@@ -64,3 +64,8 @@ pub fn has_flash_attention(index: usize, head_dim: usize) -> bool {
     crate::cuda_ops::HEAD_DIMS.contains(&head_dim)
         && crate::cuda_ops::flash_kernels(index, head_dim).is_some()
 }
+
+/// Whether cuBLAS loads and serves the projections' products on CUDA device `index`.
+pub fn has_cublas(index: usize) -> bool {
+    crate::cuda_ops::has_cublas(index)
+}

@@ -3,7 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::lora::LoraAdapter;
+use crate::lora::{LoraAdapter, LoraTerm};
 use crate::nf4::Nf4Weight;
 
 /// `x` `[.., in]` times `weightᵀ` (`weight` is `[out, in]`) → `[.., out]`.
@@ -22,6 +22,28 @@ pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 2>)
     x.reshape([rows, inner])
         .matmul(weight.transpose())
         .reshape(out_dims)
+}
+
+/// `x · Wᵀ` plus the LoRA term when there is one, for `x` `[rows, in]` and `weight` `[out, in]`.
+///
+/// With the `cuda` feature, bf16 tensors on the CUDA backend take one custom operation that runs
+/// every product through cuBLAS (`cuda_ops::lora_linear`); elsewhere burn's matmul computes it,
+/// which is the reference the GPU test set checks the operation against.
+pub fn adapted_linear<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    lora: Option<LoraTerm<B>>,
+) -> Tensor<B, 2> {
+    #[cfg(feature = "cuda")]
+    let (x, weight, lora) = match crate::cuda_ops::lora_linear(x, weight, lora) {
+        Ok(y) => return y,
+        Err(inputs) => inputs,
+    };
+    let y = linear(x, weight);
+    match lora {
+        Some(term) => y + term.reference(),
+        None => y,
+    }
 }
 
 /// The frozen weight of a projection: dense, or NF4 (QLoRA) dequantized at every use.
@@ -63,11 +85,13 @@ impl<B: Backend> Projection<B> {
             BaseWeight::Dense(w) => w.val(),
             BaseWeight::Nf4(q) => q.dequantize(),
         };
-        let y = linear(x.clone(), base);
-        match &self.lora {
-            Some(lora) => y + lora.forward(x),
-            None => y,
-        }
+        let dims = x.dims();
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let x = x.reshape([rows, dims[D - 1]]);
+        let lora = self.lora.as_ref().map(|lora| lora.term(x.clone()));
+        let mut out_dims = dims;
+        out_dims[D - 1] = base.dims()[0];
+        adapted_linear(x, base, lora).reshape(out_dims)
     }
 
     /// `(out, in)`.

@@ -37,6 +37,24 @@ impl LoraConfig {
     }
 }
 
+/// One adapter's share of a projection, ready to compute: `Δy = input · Aᵀ · Bᵀ · scale`.
+pub struct LoraTerm<B: Backend> {
+    /// `dropout(x)`, `[rows, in]`.
+    pub input: Tensor<B, 2>,
+    /// `lora_A`, `[r, in]`.
+    pub a: Tensor<B, 2>,
+    /// `lora_B`, `[out, r]`.
+    pub b: Tensor<B, 2>,
+    pub scale: f64,
+}
+
+impl<B: Backend> LoraTerm<B> {
+    /// `Δy` `[rows, out]` with burn's matmul.
+    pub fn reference(self) -> Tensor<B, 2> {
+        linear(linear(self.input, self.a), self.b).mul_scalar(self.scale)
+    }
+}
+
 /// One adapter: `Δy = B · A · dropout(x) · scale`.
 #[derive(Module, Debug)]
 pub struct LoraAdapter<B: Backend> {
@@ -81,17 +99,22 @@ impl<B: Backend> LoraAdapter<B> {
         }
     }
 
-    /// The adapter's contribution for `x` `[.., in]` → `[.., out]`. Dropout is active only
-    /// while gradients are tracked (training), as in PEFT's `model.train()`.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let x = if self.dropout > 0.0 && B::ad_enabled(&x.device()) {
+    /// The adapter's operands for `x` `[rows, in]`. Dropout is active only while gradients are
+    /// tracked (training), as in PEFT's `model.train()`.
+    pub fn term(&self, x: Tensor<B, 2>) -> LoraTerm<B> {
+        let input = if self.dropout > 0.0 && B::ad_enabled(&x.device()) {
             let keep = 1.0 - self.dropout;
             let mask = x.random_like(Distribution::Bernoulli(keep));
             x.mul(mask).div_scalar(keep)
         } else {
             x
         };
-        linear(linear(x, self.lora_a.val()), self.lora_b.val()).mul_scalar(self.scale)
+        LoraTerm {
+            input,
+            a: self.lora_a.val(),
+            b: self.lora_b.val(),
+            scale: self.scale,
+        }
     }
 
     /// `(r, in, out)`.

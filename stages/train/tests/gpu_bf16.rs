@@ -34,6 +34,11 @@ fn flash_attention_matches_the_cpu() {
 }
 
 #[test]
+fn the_cublas_projection_matches_the_cpu() {
+    check_lora_linear(&cuda(), BF16);
+}
+
+#[test]
 fn the_optimizers_gather_matches_the_cpu() {
     check_concat(&cuda());
 }

@@ -16,7 +16,7 @@ use burn_ir::BackendIr;
 use burn_ir::{InitOperationIr, OperationIr};
 use cubecl::cuda::CudaRuntime;
 use cubecl::future::block_on;
-use cudarc::driver::{CudaStream, DriverError};
+use cudarc::driver::CudaStream;
 
 use crate::backend::{CudaBackend, bf16};
 
@@ -38,6 +38,14 @@ pub fn same<A: 'static, T: 'static>(value: A) -> Result<T, A> {
     }
     let boxed: Box<dyn Any> = Box::new(value);
     Ok(*boxed.downcast::<T>().expect("the type ids are equal"))
+}
+
+/// The CUDA ordinal of a device of the bf16 CUDA backend (with or without autodiff).
+pub fn ordinal<D: 'static>(device: &D) -> Option<usize> {
+    let device: &dyn Any = device;
+    device
+        .downcast_ref::<cubecl::cuda::CudaDevice>()
+        .map(|d| d.index)
 }
 
 /// The contiguous buffer behind a fused float tensor (running whatever fusion still queues for it).
@@ -90,7 +98,7 @@ pub fn empty(like: &CudaTensor, shape: impl Into<Shape>, dtype: DType) -> CudaTe
 pub fn launch_ordered(
     stream: &CudaStream,
     tensors: &[&CudaTensor],
-    launch: impl FnOnce(&[u64]) -> Result<(), DriverError>,
+    launch: impl FnOnce(&[u64]) -> Result<(), Box<dyn std::error::Error>>,
 ) {
     let client = &tensors[0].client;
     let resources: Vec<_> = tensors
@@ -103,7 +111,13 @@ pub fn launch_ordered(
         .collect();
     let addresses: Vec<u64> = resources.iter().map(|r| r.resource().ptr).collect();
     block_on(client.sync()).expect("burn's queued GPU work failed");
-    launch(&addresses).expect("launching a tigerflow CUDA operation failed");
+    // cuBLAS calls, unlike cudarc's launches, use whatever context the thread has current.
+    stream
+        .context()
+        .bind_to_thread()
+        .expect("cubecl already opened this CUDA device");
+    launch(&addresses)
+        .unwrap_or_else(|e| panic!("launching a tigerflow CUDA operation failed: {e}"));
     stream
         .synchronize()
         .expect("a tigerflow CUDA operation failed");

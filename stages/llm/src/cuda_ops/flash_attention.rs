@@ -11,7 +11,7 @@ use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
 use cudarc::driver::{LaunchConfig, PushKernelArg, result::memset_d8_async};
 
 use super::bridge::{
-    CudaTensor, Fused, Trained, cube_float, cube_int, empty, fused, launch_ordered, same,
+    CudaTensor, Fused, Trained, cube_float, cube_int, empty, fused, launch_ordered, ordinal, same,
 };
 use super::kernels::{
     DELTA_ROWS_PER_BLOCK, DQ_ELEMENTS_PER_BLOCK, FlashKernels, HEAD_DIMS, THREADS, TILE,
@@ -74,14 +74,6 @@ fn supported<B: Backend>(
         && len.is_multiple_of(TILE)
         && heads.is_multiple_of(kv_heads)
         && ordinal(&q.device()).is_some_and(|o| flash_kernels(o, head_dim).is_some())
-}
-
-/// The CUDA ordinal of a device of the bf16 CUDA backend (with or without autodiff).
-fn ordinal<D: 'static>(device: &D) -> Option<usize> {
-    let device: &dyn std::any::Any = device;
-    device
-        .downcast_ref::<cubecl::cuda::CudaDevice>()
-        .map(|d| d.index)
 }
 
 /// Segment ids as the kernels read them: all zeros (one sample per row) when there are none.
@@ -209,7 +201,8 @@ fn forward(
             .arg(&scale);
         // SAFETY: the arguments match `flash_fwd`'s signature; every buffer is contiguous
         // with the shape the kernel indexes (checked by `supported` and built above).
-        unsafe { launch.launch(config) }.map(drop)
+        unsafe { launch.launch(config) }?;
+        Ok(())
     });
     (out, lse)
 }

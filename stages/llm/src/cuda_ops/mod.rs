@@ -6,14 +6,22 @@
 //! The kernels run on a stream of tigerflow's own: cubecl does not expose its streams, so every
 //! operation waits for burn's queued work before it starts and for its own work before it
 //! returns (see `bridge`). That costs a fraction of a millisecond per call, which is why the
-//! operations are coarse (a whole attention, not a single product; every adapter tensor in one
-//! gather).
+//! operations are coarse (a whole attention, not a single product; a projection's base and adapter
+//! products together; every adapter tensor in one gather).
 
 mod bridge;
 mod concat;
 mod flash_attention;
+mod gemm;
 mod kernels;
+mod lora_linear;
 
 pub use concat::concat_flat;
 pub use flash_attention::flash_attention;
 pub use kernels::{HEAD_DIMS, flash_kernels, set_ptx_cache};
+pub use lora_linear::lora_linear;
+
+/// Whether cuBLAS loads on CUDA device `ordinal` (starting it there on first use).
+pub fn has_cublas(ordinal: usize) -> bool {
+    gemm::blas(ordinal).is_some()
+}

@@ -19,6 +19,8 @@ use safetensors::SafeTensors;
 use tigerflow_llm::attention::causal_attention;
 use tigerflow_llm::backend::CpuBackend;
 use tigerflow_llm::concat::concat_flat;
+use tigerflow_llm::linear::adapted_linear;
+use tigerflow_llm::lora::LoraTerm;
 use tigerflow_llm::nf4::Nf4Tensor;
 use tigerflow_train::packing::{collate, pack};
 
@@ -246,4 +248,84 @@ pub fn check_concat(device: &burn::backend::cuda::CudaDevice) {
     let cpu = to_vec(concat_flat(parts::<CpuBackend>(&Default::default())));
     let gpu = to_vec(concat_flat(parts::<Gpu>(device)));
     assert_eq!(gpu, cpu, "the gathered vector differs from burn's cat");
+}
+
+/// `[m, k, n, r]` of the projections checked: the rows, in and out features, and the adapter's
+/// rank (0: no adapter).
+const PROJECTION_SHAPES: [[usize; 4]; 3] =
+    [[256, 192, 320, 16], [160, 64, 40, 8], [128, 96, 64, 0]];
+
+/// `y` and the gradients of x, A and B of `sum(g · adapted_linear(x, W, term))` on `M`, where the
+/// adapter reads `x` through a fixed dropout-like mask (so x's gradient sums both paths).
+fn projection_on<M: AutodiffBackend>(shape: [usize; 4], device: &M::Device) -> Vec<Vec<f32>> {
+    let [m, k, n, r] = shape;
+    let tensor = |dims: [usize; 2], seed| {
+        let data = TensorData::new(bf16_values(dims[0] * dims[1], seed), dims);
+        Tensor::<M, 2>::from_data(data, device)
+    };
+    let x = tensor([m, k], 1).require_grad();
+    let mask = tensor([m, k], 6)
+        .greater_elem(-0.8)
+        .float()
+        .mul_scalar(1.25);
+    let adapter = (r > 0).then(|| {
+        let (a, b) = (tensor([r, k], 3), tensor([n, r], 4));
+        (a.require_grad(), b.require_grad())
+    });
+    let term = adapter.clone().map(|(a, b)| LoraTerm {
+        input: x.clone() * mask,
+        a,
+        b,
+        scale: 0.5,
+    });
+    let y = adapted_linear(x.clone(), tensor([n, k], 2), term);
+    let grads = (y.clone() * tensor([m, n], 5)).sum().backward();
+    let grad = |t: &Tensor<M, 2>| to_vec(t.grad(&grads).expect("an input of y"));
+    let mut out = vec![to_vec(y.clone()), grad(&x)];
+    if let Some((a, b)) = &adapter {
+        out.extend([grad(a), grad(b)]);
+    }
+    out
+}
+
+/// The cuBLAS projection (bf16, with and without autodiff) against burn's matmuls on the CPU in
+/// f32: the output and the gradients of x, A and B, with and without an adapter.
+pub fn check_lora_linear(device: &burn::backend::cuda::CudaDevice, p: Precision) {
+    type Gpu = tigerflow_llm::backend::CudaBackend<tigerflow_llm::backend::bf16>;
+    assert!(
+        tigerflow_llm::cuda::has_cublas(device.index),
+        "cuBLAS did not load"
+    );
+    for shape in PROJECTION_SHAPES {
+        let cpu = projection_on::<Autodiff<CpuBackend>>(shape, &Default::default());
+        let gpu = projection_on::<Autodiff<Gpu>>(shape, device);
+        assert_eq!(gpu.len(), cpu.len());
+        for ((name, gpu), cpu) in ["y", "dx", "dA", "dB"].iter().zip(&gpu).zip(&cpu) {
+            let limit = if *name == "y" { p.value } else { p.grad };
+            let rel = max_rel(gpu, cpu);
+            assert!(
+                rel <= limit,
+                "{shape:?}: {name} differs from the CPU's (max rel {rel})"
+            );
+        }
+        let [m, k, n, r] = shape;
+        let plain = |dims: [usize; 2], seed| {
+            let data = TensorData::new(bf16_values(dims[0] * dims[1], seed), dims);
+            Tensor::<Gpu, 2>::from_data(data, device)
+        };
+        let x = plain([m, k], 1);
+        let mask = plain([m, k], 6).greater_elem(-0.8).float().mul_scalar(1.25);
+        let term = (r > 0).then(|| LoraTerm {
+            input: x.clone() * mask,
+            a: plain([r, k], 3),
+            b: plain([n, r], 4),
+            scale: 0.5,
+        });
+        let y = adapted_linear(x, plain([n, k], 2), term);
+        let rel = max_rel(&to_vec(y), &cpu[0]);
+        assert!(
+            rel <= p.value,
+            "{shape:?}: inference output (max rel {rel})"
+        );
+    }
 }
