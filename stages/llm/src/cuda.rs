@@ -69,3 +69,7 @@ pub fn has_flash_attention(index: usize, head_dim: usize) -> bool {
 pub fn has_cublas(index: usize) -> bool {
     crate::cuda_ops::has_cublas(index)
 }
+
+/// The multiply-adds (`rows · in · Σ out`) from which projections that share an input take
+/// cuBLAS; smaller ones stay on burn's matmul.
+pub const CUBLAS_MIN_MACS: usize = crate::cuda_ops::MIN_MACS;

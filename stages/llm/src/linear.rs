@@ -24,26 +24,56 @@ pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 2>)
         .reshape(out_dims)
 }
 
-/// `x · Wᵀ` plus the LoRA term when there is one, for `x` `[rows, in]` and `weight` `[out, in]`.
+/// What one projection computes with: its frozen weight and, with an adapter, the adapter's term.
+pub struct Operands<B: Backend> {
+    pub base: BaseWeight<B>,
+    pub lora: Option<LoraTerm<B>>,
+}
+
+/// `x · Wᵀ` plus the LoRA term, for each of `projections` reading the same `x` `[rows, in]`.
 ///
-/// With the `cuda` feature, bf16 tensors on the CUDA backend take one custom operation that runs
-/// every product through cuBLAS (`cuda_ops::lora_linear`); elsewhere burn's matmul computes it,
-/// which is the reference the GPU test set checks the operation against.
-pub fn adapted_linear<B: Backend>(
+/// With the `cuda` feature, large enough bf16 products on the CUDA backend take one custom
+/// operation that dequantizes NF4 weights and runs every product through cuBLAS
+/// (`cuda_ops::lora_linears`); elsewhere burn computes them, which is the reference the GPU test
+/// set checks the operation against.
+pub fn adapted_linears<B: Backend>(
     x: Tensor<B, 2>,
-    weight: Tensor<B, 2>,
-    lora: Option<LoraTerm<B>>,
-) -> Tensor<B, 2> {
+    projections: Vec<Operands<B>>,
+) -> Vec<Tensor<B, 2>> {
     #[cfg(feature = "cuda")]
-    let (x, weight, lora) = match crate::cuda_ops::lora_linear(x, weight, lora) {
-        Ok(y) => return y,
+    let (x, projections) = match crate::cuda_ops::lora_linears(x, projections) {
+        Ok(ys) => return ys,
         Err(inputs) => inputs,
     };
-    let y = linear(x, weight);
-    match lora {
-        Some(term) => y + term.reference(),
-        None => y,
-    }
+    projections
+        .into_iter()
+        .map(|p| {
+            let y = linear(x.clone(), p.base.dense());
+            match p.lora {
+                Some(term) => y + term.reference(),
+                None => y,
+            }
+        })
+        .collect()
+}
+
+/// Every projection of `projections` applied to the same `x` `[.., in]`, in order (each
+/// adapter draws its dropout mask in that order).
+pub fn project<B: Backend, const D: usize, const N: usize>(
+    projections: [&Projection<B>; N],
+    x: Tensor<B, D>,
+) -> [Tensor<B, D>; N] {
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let x = x.reshape([rows, dims[D - 1]]);
+    let operands = projections.map(|p| p.operands(x.clone())).into();
+    let ys = adapted_linears(x, operands);
+    let mut ys = ys.into_iter().map(|y| {
+        let mut out_dims = dims;
+        out_dims[D - 1] = y.dims()[1];
+        y.reshape(out_dims)
+    });
+    std::array::from_fn(|_| ys.next().expect("one output per projection"))
 }
 
 /// The frozen weight of a projection: dense, or NF4 (QLoRA) dequantized at every use.
@@ -51,6 +81,16 @@ pub fn adapted_linear<B: Backend>(
 pub enum BaseWeight<B: Backend> {
     Dense(Param<Tensor<B, 2>>),
     Nf4(Nf4Weight<B>),
+}
+
+impl<B: Backend> BaseWeight<B> {
+    /// The dense `[out, in]` weight (NF4 dequantized with burn's operations).
+    pub fn dense(&self) -> Tensor<B, 2> {
+        match self {
+            BaseWeight::Dense(w) => w.val(),
+            BaseWeight::Nf4(q) => q.dequantize(),
+        }
+    }
 }
 
 /// A bias-free linear map whose weight keeps the Hugging Face layout `[out, in]`, so weights and
@@ -81,17 +121,16 @@ impl<B: Backend> Projection<B> {
 
     /// `[.., in] → [.., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let base = match &self.base {
-            BaseWeight::Dense(w) => w.val(),
-            BaseWeight::Nf4(q) => q.dequantize(),
-        };
-        let dims = x.dims();
-        let rows = dims[..D - 1].iter().product::<usize>();
-        let x = x.reshape([rows, dims[D - 1]]);
-        let lora = self.lora.as_ref().map(|lora| lora.term(x.clone()));
-        let mut out_dims = dims;
-        out_dims[D - 1] = base.dims()[0];
-        adapted_linear(x, base, lora).reshape(out_dims)
+        let [y] = project([self], x);
+        y
+    }
+
+    /// The operands for `x` `[rows, in]` (drawing the adapter's dropout mask).
+    fn operands(&self, x: Tensor<B, 2>) -> Operands<B> {
+        Operands {
+            base: self.base.clone(),
+            lora: self.lora.as_ref().map(|lora| lora.term(x)),
+        }
     }
 
     /// `(out, in)`.

@@ -11,7 +11,7 @@ use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::attention::{causal_attention, repeat_kv};
 use crate::config::LlamaConfig;
-use crate::linear::{Projection, linear};
+use crate::linear::{Projection, linear, project};
 use crate::rope::{Rotary, inverse_frequencies};
 
 /// Root-mean-square layer norm: `weight · x / sqrt(mean(x²) + eps)`.
@@ -141,9 +141,10 @@ impl<B: Backend> Attention<B> {
         let [batch, len, _] = x.dims();
         let heads =
             |t: Tensor<B, 3>, n: usize| t.reshape([batch, len, n, self.head_dim]).swap_dims(1, 2);
-        let q = rotary.apply(heads(self.q_proj.forward(x.clone()), self.num_heads));
-        let k = rotary.apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads));
-        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let [q, k, v] = project([&self.q_proj, &self.k_proj, &self.v_proj], x);
+        let q = rotary.apply(heads(q, self.num_heads));
+        let k = rotary.apply(heads(k, self.num_kv_heads));
+        let v = heads(v, self.num_kv_heads);
         let out = match keys {
             Keys::Own(segments) => causal_attention(q, k, v, segments),
             Keys::Cached { slot, mask } => {
@@ -179,8 +180,8 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate.mul(self.up_proj.forward(x)))
+        let [gate, up] = project([&self.gate_proj, &self.up_proj], x);
+        self.down_proj.forward(silu(gate).mul(up))
     }
 }
 

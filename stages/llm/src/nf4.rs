@@ -280,19 +280,20 @@ fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
 }
 
 /// An NF4 weight on a device: codes stay packed eight to an integer, and the dense weight is
-/// rebuilt with tensor ops whenever it is needed, so it never lives longer than one use.
+/// rebuilt whenever it is needed (with tensor ops, or on CUDA by tigerflow's kernel inside the
+/// projection), so it never lives longer than one use.
 #[derive(Module, Debug)]
 pub struct Nf4Weight<B: Backend> {
     #[module(skip)]
-    shape: [usize; 2],
+    pub(crate) shape: [usize; 2],
     #[module(skip)]
-    blocksize: usize,
-    /// Eight 4-bit codes per element, element `8k + j` in bits `4j..4j+4` of word `k`.
-    words: Tensor<B, 1, Int>,
+    pub(crate) blocksize: usize,
+    /// Eight 4-bit codes per word, element `8k + j` in bits `4j..4j+4` of word `k`.
+    pub(crate) words: Tensor<B, 1, Int>,
     /// One f32 scale per block (double quantization is decoded on upload: it saves host memory
     /// and file size, while the device copy is small next to the codes).
-    absmax: Tensor<B, 1>,
-    code: Tensor<B, 1>,
+    pub(crate) absmax: Tensor<B, 1>,
+    pub(crate) code: Tensor<B, 1>,
 }
 
 impl<B: Backend> Nf4Weight<B> {

@@ -35,7 +35,7 @@ fn flash_attention_matches_the_cpu() {
 
 #[test]
 fn the_cublas_projection_matches_the_cpu() {
-    check_lora_linear(&cuda(), BF16);
+    check_projections(&cuda(), BF16);
 }
 
 #[test]

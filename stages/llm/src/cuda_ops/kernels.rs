@@ -1,6 +1,6 @@
-//! Loading tigerflow's CUDA kernels: compiled with NVRTC once per GPU architecture and head
-//! dimension, the PTX kept on disk next to burn's kernel cache, so a second process starts
-//! without compiling.
+//! Loading tigerflow's CUDA kernels: compiled with NVRTC once per GPU architecture (and head
+//! dimension for attention), the PTX kept on disk next to burn's kernel cache, so a second
+//! process starts without compiling.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,11 @@ use sha2::{Digest, Sha256};
 
 /// The flash-attention source: four kernels, `HEAD_DIM` set when compiling.
 const FLASH_ATTENTION: &str = include_str!("../kernels/flash_attention.cu");
+/// The NF4 dequantization source: one kernel.
+const NF4: &str = include_str!("../kernels/nf4.cu");
+
+/// Threads per block of `nf4_dequantize` (`NF4_THREADS` in the source).
+pub const NF4_THREADS: u32 = 256;
 
 /// Threads per block of every flash-attention kernel (four warps).
 pub const THREADS: u32 = 128;
@@ -91,7 +96,7 @@ fn load(ordinal: usize, head_dim: usize) -> Option<Arc<FlashKernels>> {
         return None;
     }
     let arch = format!("sm_{major}{minor}");
-    let ptx = ptx(FLASH_ATTENTION, head_dim, &arch);
+    let ptx = ptx(FLASH_ATTENTION, &arch, &[format!("-DHEAD_DIM={head_dim}")]);
     let module = context
         .load_module(ptx)
         .unwrap_or_else(|e| panic!("loading the flash-attention kernels for {arch}: {e}"));
@@ -114,13 +119,35 @@ fn load(ordinal: usize, head_dim: usize) -> Option<Arc<FlashKernels>> {
     }))
 }
 
-/// PTX for `source` with `HEAD_DIM = head_dim` on `arch`, from the disk cache when present.
-fn ptx(source: &str, head_dim: usize, arch: &str) -> Ptx {
-    let options = vec![
+/// The NF4 dequantization kernel of CUDA device `ordinal`, compiled on first use.
+pub fn nf4_kernel(ordinal: usize) -> CudaFunction {
+    static LOADED: LazyLock<Mutex<HashMap<usize, CudaFunction>>> = LazyLock::new(Mutex::default);
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    loaded
+        .entry(ordinal)
+        .or_insert_with(|| {
+            let context =
+                CudaContext::new(ordinal).expect("cubecl already opened this CUDA device");
+            let (major, minor) = context
+                .compute_capability()
+                .expect("a CUDA device reports its compute capability");
+            let arch = format!("sm_{major}{minor}");
+            context
+                .load_module(ptx(NF4, &arch, &[]))
+                .and_then(|module| module.load_function("nf4_dequantize"))
+                .unwrap_or_else(|e| panic!("loading the NF4 kernel for {arch}: {e}"))
+        })
+        .clone()
+}
+
+/// PTX for `source` on `arch` with the extra compiler `defines`, from the disk cache when
+/// present.
+fn ptx(source: &str, arch: &str, defines: &[String]) -> Ptx {
+    let mut options = vec![
         format!("--gpu-architecture={arch}"),
-        format!("-DHEAD_DIM={head_dim}"),
         "--std=c++17".to_string(),
     ];
+    options.extend_from_slice(defines);
     let cached = PTX_CACHE.get().map(|dir| cache_file(dir, source, &options));
     if let Some(text) = cached
         .as_deref()
@@ -135,7 +162,7 @@ fn ptx(source: &str, head_dim: usize, arch: &str) -> Ptx {
             ..Default::default()
         },
     )
-    .unwrap_or_else(|e| panic!("NVRTC could not compile the flash-attention kernels: {e}"));
+    .unwrap_or_else(|e| panic!("NVRTC could not compile tigerflow's kernels for {arch}: {e}"));
     if let Some(file) = cached {
         // A cache that cannot be written only costs the next process a compilation.
         let _ = std::fs::create_dir_all(file.parent().expect("a file in a folder"))

@@ -1,73 +1,169 @@
-//! The QLoRA projection `y = x · Wᵀ + s · (input · Aᵀ) · Bᵀ` as one operation whose products all
-//! run through cuBLAS, forward and backward, on bf16 CUDA tensors.
+//! QLoRA projections `y = x · Wᵀ + s · (input · Aᵀ) · Bᵀ` as custom operations whose products all
+//! run through cuBLAS, forward and backward, on bf16 CUDA tensors; NF4 weights are dequantized
+//! by a kernel of tigerflow's into a scratch buffer right before their product.
 //!
 //! The base weight `W` is frozen: the backward pass computes the gradients of `x`, of the
 //! adapter's input (`dropout(x)`, whose mask burn's autodiff applies) and of `A` and `B`, never
-//! `W`'s. One operation per projection keeps the host syncs that order tigerflow's stream with
-//! burn's (see `bridge`) to two per projection and pass.
+//! `W`'s, and it keeps only the packed NF4 weight, not the dense one.
+//!
+//! Each operation costs two host syncs (see `bridge`), measured at 0.5–1 ms once the lost
+//! overlap of host and GPU work is counted. So the projections that read the same `x` (q, k, v;
+//! gate, up) run their forward products in one operation, and only products large enough to
+//! repay that cost come here (`MIN_MACS`).
+
+use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::module::AutodiffModule;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 
 use super::bridge::{
-    CudaTensor, Fused, Trained, cube_float, empty, fused, launch_ordered, ordinal, same,
+    CudaTensor, Fused, Trained, cube_float, cube_int, empty, fused, launch_ordered, ordinal, same,
 };
 use super::gemm::{Operand, blas, gemm};
-use super::kernels::stream;
+use super::kernels::{NF4_THREADS, nf4_kernel, stream};
 use crate::backend::Backend;
-use crate::lora::LoraTerm;
+use crate::linear::{BaseWeight, Operands};
 
-type Inputs<B> = (Tensor<B, 2>, Tensor<B, 2>, Option<LoraTerm<B>>);
+type Inputs<B> = (Tensor<B, 2>, Vec<Operands<B>>);
 
-/// [`crate::linear::adapted_linear`] through cuBLAS when every tensor is bf16 on the CUDA
-/// backend (with or without autodiff) and cuBLAS loads; otherwise the inputs come back untouched.
-pub fn lora_linear<B: Backend>(
+/// Multiply-adds (`rows · in · Σ out`) below which burn's matmul is kept. With recompute a
+/// projection takes three operations per step (forward, forward again, backward): about 2 ms of
+/// syncs and lost overlap. cuBLAS saves about 4.4e-15 s per multiply-add over burn's matmul in
+/// each of those passes (H100, BENCHMARKS.md), so the break-even is near 1.5e11 multiply-adds;
+/// 2^37 is one 7B projection of 8192 rows. Decoding steps and small models stay on burn's path.
+pub const MIN_MACS: usize = 1 << 37;
+
+/// [`crate::linear::adapted_linears`] through cuBLAS when every tensor is bf16 on the CUDA
+/// backend (with or without autodiff), the products are large enough and cuBLAS loads; otherwise
+/// the inputs come back untouched.
+pub fn lora_linears<B: Backend>(
     x: Tensor<B, 2>,
-    weight: Tensor<B, 2>,
-    lora: Option<LoraTerm<B>>,
-) -> Result<Tensor<B, 2>, Inputs<B>> {
-    if !supported(&x, &weight, lora.as_ref()) {
-        return Err((x, weight, lora));
+    projections: Vec<Operands<B>>,
+) -> Result<Vec<Tensor<B, 2>>, Inputs<B>> {
+    if !supported(&x, &projections) {
+        return Err((x, projections));
     }
-    let inputs = match same::<Inputs<B>, Inputs<Trained>>((x, weight, lora)) {
-        Ok((x, w, lora)) => {
-            return Ok(same(tracked(x, w, lora)).unwrap_or_else(|_| unreachable!("B is Trained")));
+    let inputs = match same::<Inputs<B>, Inputs<Trained>>((x, projections)) {
+        Ok((x, projections)) => {
+            let ys = tracked(x, projections);
+            return Ok(same(ys).unwrap_or_else(|_| unreachable!("B is Trained")));
         }
         Err(inputs) => inputs,
     };
     match same::<Inputs<B>, Inputs<Fused>>(inputs) {
-        Ok((x, w, lora)) => {
-            let [x, w] = [x, w].map(|t| cube_float(t.into_primitive().tensor()));
-            let lora = lora.map(|term| Adapter {
-                input: cube_float(term.input.into_primitive().tensor()),
-                a: cube_float(term.a.into_primitive().tensor()),
-                b: cube_float(term.b.into_primitive().tensor()),
-                scale: term.scale as f32,
-            });
-            let (y, _) = forward(&x, &w, lora.as_ref());
-            let y = Tensor::<Fused, 2>::from_primitive(TensorPrimitive::Float(fused(y)));
-            Ok(same(y).unwrap_or_else(|_| unreachable!("B is Fused")))
+        Ok((x, projections)) => {
+            let x = cube_float(x.into_primitive().tensor());
+            let items: Vec<_> = projections
+                .into_iter()
+                .map(|p| {
+                    let lora = p.lora.map(|term| Adapter {
+                        input: cube_float(term.input.into_primitive().tensor()),
+                        a: cube_float(term.a.into_primitive().tensor()),
+                        b: cube_float(term.b.into_primitive().tensor()),
+                        scale: term.scale as f32,
+                    });
+                    (frozen(p.base), lora)
+                })
+                .collect();
+            let ys = forward(&x, &items)
+                .into_iter()
+                .map(|(y, _)| Tensor::<Fused, 2>::from_primitive(TensorPrimitive::Float(fused(y))))
+                .collect::<Vec<_>>();
+            Ok(same(ys).unwrap_or_else(|_| unreachable!("B is Fused")))
         }
         Err(inputs) => Err(inputs),
     }
 }
 
-/// Fewer rows than this stay on burn's matmul: a decoding step's products (a row per sequence)
-/// take microseconds, less than the two host syncs this operation costs.
-const MIN_ROWS: usize = 128;
-
-/// bf16 everywhere, enough rows, on a CUDA device where cuBLAS loads.
-fn supported<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>, lora: Option<&LoraTerm<B>>) -> bool {
+/// bf16 everywhere (NF4 codes as i32 words whose blocks hold whole words), enough work, on a
+/// CUDA device where cuBLAS loads.
+fn supported<B: Backend>(x: &Tensor<B, 2>, projections: &[Operands<B>]) -> bool {
     let bf16 = |t: &Tensor<B, 2>| t.dtype() == DType::BF16;
-    x.dims()[0] >= MIN_ROWS
+    let [rows, inner] = x.dims();
+    let outer: usize = projections
+        .iter()
+        .map(|p| match &p.base {
+            BaseWeight::Dense(w) => w.val().dims()[0],
+            BaseWeight::Nf4(q) => q.shape[0],
+        })
+        .sum();
+    let base_ok = |base: &BaseWeight<B>| match base {
+        BaseWeight::Dense(w) => bf16(&w.val()),
+        BaseWeight::Nf4(q) => {
+            q.words.dtype() == DType::I32
+                && q.absmax.dtype() == DType::BF16
+                && q.code.dtype() == DType::BF16
+                && q.blocksize.is_multiple_of(8)
+                && (q.shape[0] * q.shape[1]).is_multiple_of(8)
+        }
+    };
+    rows * inner * outer >= MIN_MACS
         && bf16(x)
-        && bf16(w)
-        && lora.is_none_or(|l| bf16(&l.input) && bf16(&l.a) && bf16(&l.b))
+        && projections.iter().all(|p| {
+            base_ok(&p.base)
+                && p.lora
+                    .as_ref()
+                    .is_none_or(|l| bf16(&l.input) && bf16(&l.a) && bf16(&l.b))
+        })
         && ordinal(&x.device()).is_some_and(|o| blas(o).is_some())
+}
+
+/// A frozen weight's buffers: dense `[n, k]`, or NF4.
+#[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a few live per projection call; boxing would only add an allocation"
+)]
+enum Frozen {
+    Dense(CudaTensor),
+    Nf4(PackedNf4),
+}
+
+/// An NF4 weight `[n, k]`: codes packed eight to an i32 word, one scale per block and the
+/// 16-entry code book.
+#[derive(Debug, Clone)]
+struct PackedNf4 {
+    words: CudaTensor,
+    absmax: CudaTensor,
+    code: CudaTensor,
+    shape: [usize; 2],
+    blocksize: usize,
+}
+
+impl Frozen {
+    /// `[n, k]`.
+    fn shape(&self) -> [usize; 2] {
+        match self {
+            Frozen::Dense(w) => [w.meta.shape()[0], w.meta.shape()[1]],
+            Frozen::Nf4(q) => q.shape,
+        }
+    }
+
+    fn tensors(&self) -> Vec<&CudaTensor> {
+        match self {
+            Frozen::Dense(w) => vec![w],
+            Frozen::Nf4(q) => vec![&q.words, &q.absmax, &q.code],
+        }
+    }
+}
+
+fn frozen(base: BaseWeight<Fused>) -> Frozen {
+    match base {
+        BaseWeight::Dense(w) => Frozen::Dense(cube_float(w.val().into_primitive().tensor())),
+        BaseWeight::Nf4(q) => Frozen::Nf4(PackedNf4 {
+            words: cube_int(q.words.into_primitive()),
+            absmax: cube_float(q.absmax.into_primitive().tensor()),
+            code: cube_float(q.code.into_primitive().tensor()),
+            shape: q.shape,
+            blocksize: q.blocksize,
+        }),
+    }
 }
 
 /// The adapter's buffers: input `[m, k]`, `A` `[r, k]`, `B` `[n, r]`.
@@ -79,73 +175,159 @@ struct Adapter {
     scale: f32,
 }
 
-/// What the backward pass needs: the frozen weight, and with an adapter its buffers and
-/// `t = input · Aᵀ`.
+impl Adapter {
+    fn rank(&self) -> usize {
+        self.a.meta.shape()[0]
+    }
+}
+
+/// What the backward pass of one projection needs: its frozen weight, and with an adapter its
+/// buffers and `t = input · Aᵀ`.
 #[derive(Debug, Clone)]
 struct Saved {
-    w: CudaTensor,
+    w: Frozen,
     lora: Option<(Adapter, CudaTensor)>,
 }
 
-/// `[m, k]`, `[n, k]` → (m, n, k).
-fn dims(x: &CudaTensor, w: &CudaTensor) -> (usize, usize, usize) {
-    let (x, w) = (x.meta.shape(), w.meta.shape());
-    (x[0], w[0], x[1])
-}
-
-fn handle(t: &CudaTensor) -> std::sync::Arc<CudaBlas> {
+fn handle(t: &CudaTensor) -> Arc<CudaBlas> {
     blas(t.device.index).expect("checked by `supported`")
 }
 
-/// `y` `[m, n]`, and `t = input · Aᵀ` `[m, r]` when there is an adapter.
+/// Where the dense weights are read during one launch: NF4 weights are dequantized into
+/// `scratch`, one at a time, each right before its products (the stream runs in order, so
+/// the next dequantization starts after the previous products are done).
+struct Weights<'a> {
+    stream: &'a Arc<CudaStream>,
+    scratch: Option<CudaTensor>,
+}
+
+impl<'a> Weights<'a> {
+    /// A scratch buffer large enough for the largest NF4 weight of `frozen`, if any.
+    fn new<'f>(
+        stream: &'a Arc<CudaStream>,
+        like: &CudaTensor,
+        frozen: impl Iterator<Item = &'f Frozen>,
+    ) -> Self {
+        let largest = frozen
+            .filter(|w| matches!(w, Frozen::Nf4(_)))
+            .map(|w| w.shape()[0] * w.shape()[1])
+            .max();
+        Weights {
+            stream,
+            scratch: largest.map(|n| empty(like, [n], DType::BF16)),
+        }
+    }
+
+    /// The address of `w`'s dense values, after queueing its dequantization when it is NF4.
+    ///
+    /// # Safety
+    /// `at` must give the live addresses of `w`'s buffers and of the scratch buffer.
+    unsafe fn dense(
+        &self,
+        w: &Frozen,
+        at: &dyn Fn(&CudaTensor) -> u64,
+    ) -> Result<u64, Box<dyn std::error::Error>> {
+        let q = match w {
+            Frozen::Dense(w) => return Ok(at(w)),
+            Frozen::Nf4(q) => q,
+        };
+        let scratch = self.scratch.as_ref().expect("sized for every NF4 weight");
+        let out = at(scratch);
+        let n_words = (q.shape[0] * q.shape[1] / 8) as i32;
+        let words_per_block = (q.blocksize / 8) as i32;
+        let (words, absmax, code) = (at(&q.words), at(&q.absmax), at(&q.code));
+        let kernel = nf4_kernel(scratch.device.index);
+        let mut launch = self.stream.launch_builder(&kernel);
+        launch.arg(&words).arg(&absmax).arg(&code).arg(&out);
+        launch.arg(&n_words).arg(&words_per_block);
+        let config = LaunchConfig {
+            grid_dim: ((n_words as u32).div_ceil(NF4_THREADS), 1, 1),
+            block_dim: (NF4_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match `nf4_dequantize` in nf4.cu: `words` holds n_words i32,
+        // `absmax` one bf16 per block, `code` 16 bf16, and the scratch n_words * 8 bf16 (a
+        // fresh allocation, 16-byte aligned); `supported` checked the divisibility.
+        unsafe { launch.launch(config) }?;
+        Ok(out)
+    }
+}
+
+/// The device address of `tensor`, one of `tensors`, whose addresses are `addresses`.
+fn address_of(tensors: &[&CudaTensor], addresses: &[u64], tensor: &CudaTensor) -> u64 {
+    let index = tensors
+        .iter()
+        .position(|t| std::ptr::eq(*t, tensor))
+        .expect("the tensor was handed to `launch_ordered`");
+    addresses[index]
+}
+
+/// For each projection, `y` `[m, n]` and, with an adapter, `t = input · Aᵀ` `[m, r]`: all in one
+/// launch.
 fn forward(
     x: &CudaTensor,
-    w: &CudaTensor,
-    lora: Option<&Adapter>,
-) -> (CudaTensor, Option<CudaTensor>) {
-    let (m, n, k) = dims(x, w);
-    let y = empty(x, [m, n], DType::BF16);
-    let t = lora.map(|l| empty(x, [m, l.a.meta.shape()[0]], DType::BF16));
-    let mut tensors = vec![x, w, &y];
-    if let (Some(l), Some(t)) = (lora, &t) {
-        tensors.extend([&l.input, &l.a, &l.b, t]);
+    items: &[(Frozen, Option<Adapter>)],
+) -> Vec<(CudaTensor, Option<CudaTensor>)> {
+    let [m, k] = [x.meta.shape()[0], x.meta.shape()[1]];
+    let outputs: Vec<(CudaTensor, Option<CudaTensor>)> = items
+        .iter()
+        .map(|(w, lora)| {
+            let y = empty(x, [m, w.shape()[0]], DType::BF16);
+            let t = lora.as_ref().map(|l| empty(x, [m, l.rank()], DType::BF16));
+            (y, t)
+        })
+        .collect();
+    let stream = stream(x.device.index);
+    let weights = Weights::new(&stream, x, items.iter().map(|(w, _)| w));
+    let mut tensors = vec![x];
+    tensors.extend(&weights.scratch);
+    for ((w, lora), (y, t)) in items.iter().zip(&outputs) {
+        tensors.extend(w.tensors());
+        tensors.push(y);
+        if let (Some(l), Some(t)) = (lora, t) {
+            tensors.extend([&l.input, &l.a, &l.b, t]);
+        }
     }
     let blas = handle(x);
-    launch_ordered(&stream(x.device.index), &tensors, |addresses| {
+    launch_ordered(&stream, &tensors, |addresses| {
         let at = |t: &CudaTensor| address_of(&tensors, addresses, t);
         let (plain, transposed) = (
             |t: &CudaTensor| Operand::plain(at(t)),
             |t: &CudaTensor| Operand::transposed(at(t)),
         );
-        // SAFETY: the buffers are contiguous with the shapes named in each product, borrowed
-        // until the stream has run them (`launch_ordered`).
-        unsafe {
-            gemm(&blas, [m, n, k], 1.0, plain(x), transposed(w), 0.0, at(&y))?;
-            if let (Some(l), Some(t)) = (lora, &t) {
-                let r = l.a.meta.shape()[0];
-                gemm(
-                    &blas,
-                    [m, r, k],
-                    1.0,
-                    plain(&l.input),
-                    transposed(&l.a),
-                    0.0,
-                    at(t),
-                )?;
-                gemm(
-                    &blas,
-                    [m, n, r],
-                    l.scale,
-                    plain(t),
-                    transposed(&l.b),
-                    1.0,
-                    at(&y),
-                )?;
+        for ((w, lora), (y, t)) in items.iter().zip(&outputs) {
+            let n = w.shape()[0];
+            // SAFETY: every buffer is contiguous with the shape named in its product and
+            // borrowed until the stream has run them (`launch_ordered`).
+            unsafe {
+                let w = Operand::transposed(weights.dense(w, &at)?);
+                gemm(&blas, [m, n, k], 1.0, plain(x), w, 0.0, at(y))?;
+                if let (Some(l), Some(t)) = (lora, t) {
+                    let r = l.rank();
+                    gemm(
+                        &blas,
+                        [m, r, k],
+                        1.0,
+                        plain(&l.input),
+                        transposed(&l.a),
+                        0.0,
+                        at(t),
+                    )?;
+                    gemm(
+                        &blas,
+                        [m, n, r],
+                        l.scale,
+                        plain(t),
+                        transposed(&l.b),
+                        1.0,
+                        at(y),
+                    )?;
+                }
             }
         }
         Ok(())
     });
-    (y, t)
+    outputs
 }
 
 /// Which gradients the backward pass computes: those of the tracked inputs.
@@ -157,97 +339,69 @@ struct Wanted {
     b: bool,
 }
 
-/// The gradients of x, the adapter's input, A and B for the output gradient `dy`.
-fn backward(s: &Saved, dy: &CudaTensor, wanted: Wanted) -> [Option<CudaTensor>; 4] {
-    let (m, n, k) = (dy.meta.shape()[0], dy.meta.shape()[1], s.w.meta.shape()[1]);
+/// The gradients of x, the adapter's input, A and B for the output gradient `dy` `[m, n]`:
+/// `dx = dy · W`, `dt = s · dy · B`, `dB = s · dyᵀ · t`, `dA = dtᵀ · input`, `d_input = dt · A`.
+fn backward(saved: &Saved, dy: &CudaTensor, wanted: Wanted) -> [Option<CudaTensor>; 4] {
+    let (m, n) = (dy.meta.shape()[0], dy.meta.shape()[1]);
+    let k = saved.w.shape()[1];
     let new = |wanted: bool, shape: [usize; 2]| wanted.then(|| empty(dy, shape, DType::BF16));
     let dx = new(wanted.x, [m, k]);
-    let Some((l, t)) = &s.lora else {
-        gemm_backward(dy, &s.w, dx.as_ref(), None);
-        return [dx, None, None, None];
-    };
-    let r = l.a.meta.shape()[0];
-    let dt = empty(dy, [m, r], DType::BF16);
-    let d_input = new(wanted.input, [m, k]);
-    let da = new(wanted.a, [r, k]);
-    let db = new(wanted.b, [n, r]);
-    let adapter = AdapterGrads {
-        adapter: l,
-        t,
-        dt: &dt,
-        d_input: d_input.as_ref(),
-        da: da.as_ref(),
-        db: db.as_ref(),
-    };
-    gemm_backward(dy, &s.w, dx.as_ref(), Some(adapter));
-    [dx, d_input, da, db]
-}
+    let lora = saved.lora.as_ref();
+    let r = lora.map_or(0, |(l, _)| l.rank());
+    let dt = lora.map(|_| empty(dy, [m, r], DType::BF16));
+    let d_input = new(lora.is_some() && wanted.input, [m, k]);
+    let da = new(lora.is_some() && wanted.a, [r, k]);
+    let db = new(lora.is_some() && wanted.b, [n, r]);
 
-/// The adapter's part of a backward pass: its saved buffers, the scratch `dt` `[m, r]` and the
-/// gradients to write.
-struct AdapterGrads<'a> {
-    adapter: &'a Adapter,
-    t: &'a CudaTensor,
-    dt: &'a CudaTensor,
-    d_input: Option<&'a CudaTensor>,
-    da: Option<&'a CudaTensor>,
-    db: Option<&'a CudaTensor>,
-}
-
-/// Runs the backward products:
-/// `dx = dy · W`, `dt = s · dy · B`, `dB = s · dyᵀ · t`, `dA = dtᵀ · input`, `d_input = dt · A`.
-fn gemm_backward(
-    dy: &CudaTensor,
-    w: &CudaTensor,
-    dx: Option<&CudaTensor>,
-    lora: Option<AdapterGrads<'_>>,
-) {
-    let (m, n) = (dy.meta.shape()[0], dy.meta.shape()[1]);
-    let k = w.meta.shape()[1];
-    let mut tensors = vec![dy, w];
-    tensors.extend(dx);
-    if let Some(g) = &lora {
-        let l = g.adapter;
-        tensors.extend([&l.input, &l.a, &l.b, g.t, g.dt]);
-        tensors.extend([g.d_input, g.da, g.db].into_iter().flatten());
+    let stream = stream(dy.device.index);
+    let weights = Weights::new(&stream, dy, [&saved.w].into_iter());
+    let mut tensors = vec![dy];
+    tensors.extend(saved.w.tensors());
+    tensors.extend(&weights.scratch);
+    tensors.extend(&dx);
+    if let (Some((l, t)), Some(dt)) = (lora, &dt) {
+        tensors.extend([&l.input, &l.a, &l.b, t, dt]);
+        tensors.extend([&d_input, &da, &db].into_iter().flatten());
     }
     let blas = handle(dy);
-    launch_ordered(&stream(dy.device.index), &tensors, |addresses| {
+    launch_ordered(&stream, &tensors, |addresses| {
         let at = |t: &CudaTensor| address_of(&tensors, addresses, t);
         let (plain, transposed) = (
             |t: &CudaTensor| Operand::plain(at(t)),
             |t: &CudaTensor| Operand::transposed(at(t)),
         );
-        // SAFETY: as in `forward`: contiguous buffers of the shapes named, borrowed until the
-        // stream has run the products, which it runs in order (`dt` before its readers).
+        // SAFETY: as in `forward`; the stream runs the products in order (`dt` before its
+        // readers).
         unsafe {
-            if let Some(dx) = dx {
-                gemm(&blas, [m, k, n], 1.0, plain(dy), plain(w), 0.0, at(dx))?;
+            if let Some(dx) = &dx {
+                let w = Operand::plain(weights.dense(&saved.w, &at)?);
+                gemm(&blas, [m, k, n], 1.0, plain(dy), w, 0.0, at(dx))?;
             }
-            let Some(g) = &lora else { return Ok(()) };
-            let (l, s) = (g.adapter, g.adapter.scale);
-            let r = l.a.meta.shape()[0];
-            gemm(&blas, [m, r, n], s, plain(dy), plain(&l.b), 0.0, at(g.dt))?;
-            if let Some(db) = g.db {
-                gemm(&blas, [n, r, m], s, transposed(dy), plain(g.t), 0.0, at(db))?;
+            let (Some((l, t)), Some(dt)) = (lora, &dt) else {
+                return Ok(());
+            };
+            let s = l.scale;
+            gemm(&blas, [m, r, n], s, plain(dy), plain(&l.b), 0.0, at(dt))?;
+            if let Some(db) = &db {
+                gemm(&blas, [n, r, m], s, transposed(dy), plain(t), 0.0, at(db))?;
             }
-            if let Some(da) = g.da {
+            if let Some(da) = &da {
                 gemm(
                     &blas,
                     [r, k, m],
                     1.0,
-                    transposed(g.dt),
+                    transposed(dt),
                     plain(&l.input),
                     0.0,
                     at(da),
                 )?;
             }
-            if let Some(d_input) = g.d_input {
+            if let Some(d_input) = &d_input {
                 gemm(
                     &blas,
                     [m, k, r],
                     1.0,
-                    plain(g.dt),
+                    plain(dt),
                     plain(&l.a),
                     0.0,
                     at(d_input),
@@ -256,15 +410,7 @@ fn gemm_backward(
         }
         Ok(())
     });
-}
-
-/// The device address of `tensor`, one of `tensors`, whose addresses are `addresses`.
-fn address_of(tensors: &[&CudaTensor], addresses: &[u64], tensor: &CudaTensor) -> u64 {
-    let index = tensors
-        .iter()
-        .position(|t| std::ptr::eq(*t, tensor))
-        .expect("the tensor was handed to `launch_ordered`");
-    addresses[index]
+    [dx, d_input, da, db]
 }
 
 /// The backward pass of a projection: parent `x` alone (`N = 1`), or `x`, the adapter's input,
@@ -293,50 +439,63 @@ impl<const N: usize> Backward<Fused, N> for ProjectionBackward<N> {
     }
 }
 
-/// The autodiff operation: saves what the backward pass needs when any input is tracked.
-fn tracked(
-    x: Tensor<Trained, 2>,
-    w: Tensor<Trained, 2>,
-    lora: Option<LoraTerm<Trained>>,
-) -> Tensor<Trained, 2> {
+/// The autodiff operations: one forward launch for every projection, then one autodiff node per
+/// projection, each saving what its backward pass needs when any of its inputs is tracked.
+fn tracked(x: Tensor<Trained, 2>, projections: Vec<Operands<Trained>>) -> Vec<Tensor<Trained, 2>> {
     let x = x.into_primitive().tensor();
     let cx = cube_float(x.primitive.clone());
-    let cw = cube_float(w.into_primitive().tensor().primitive);
-    let Some(term) = lora else {
-        let (y, _) = forward(&cx, &cw, None);
-        let result = match ProjectionBackward::<1>
-            .prepare::<NoCheckpointing>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(Saved { w: cw, lora: None }, fused(y)),
-            OpsKind::UnTracked(prep) => prep.finish(fused(y)),
+    let mut nodes = Vec::with_capacity(projections.len());
+    let mut items = Vec::with_capacity(projections.len());
+    for p in projections {
+        let w = frozen(p.base.valid());
+        let Some(term) = p.lora else {
+            nodes.push(None);
+            items.push((w, None));
+            continue;
         };
-        return Tensor::from_primitive(TensorPrimitive::Float(result));
-    };
-    let [input, a, b] = [term.input, term.a, term.b].map(|t| t.into_primitive().tensor());
-    let nodes = [&x, &input, &a, &b].map(|t| t.node.clone());
-    let adapter = Adapter {
-        input: cube_float(input.primitive.clone()),
-        a: cube_float(a.primitive.clone()),
-        b: cube_float(b.primitive.clone()),
-        scale: term.scale as f32,
-    };
-    let (y, t) = forward(&cx, &cw, Some(&adapter));
-    let t = t.expect("an adapter's forward pass keeps t");
-    let result = match ProjectionBackward::<4>
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let saved = Saved {
-                w: cw,
-                lora: Some((adapter, t)),
-            };
-            prep.finish(saved, fused(y))
-        }
-        OpsKind::UnTracked(prep) => prep.finish(fused(y)),
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(result))
+        let [input, a, b] = [term.input, term.a, term.b].map(|t| t.into_primitive().tensor());
+        nodes.push(Some([&x, &input, &a, &b].map(|t| t.node.clone())));
+        let adapter = Adapter {
+            input: cube_float(input.primitive),
+            a: cube_float(a.primitive),
+            b: cube_float(b.primitive),
+            scale: term.scale as f32,
+        };
+        items.push((w, Some(adapter)));
+    }
+    let outputs = forward(&cx, &items);
+    let results = items
+        .into_iter()
+        .zip(outputs)
+        .zip(nodes)
+        .map(|(((w, lora), (y, t)), nodes)| {
+            let y = fused(y);
+            match (lora, t, nodes) {
+                (Some(adapter), Some(t), Some(nodes)) => {
+                    let saved = Saved {
+                        w,
+                        lora: Some((adapter, t)),
+                    };
+                    match ProjectionBackward::<4>
+                        .prepare::<NoCheckpointing>(nodes)
+                        .compute_bound()
+                        .stateful()
+                    {
+                        OpsKind::Tracked(prep) => prep.finish(saved, y),
+                        OpsKind::UnTracked(prep) => prep.finish(y),
+                    }
+                }
+                _ => match ProjectionBackward::<1>
+                    .prepare::<NoCheckpointing>([x.node.clone()])
+                    .compute_bound()
+                    .stateful()
+                {
+                    OpsKind::Tracked(prep) => prep.finish(Saved { w, lora: None }, y),
+                    OpsKind::UnTracked(prep) => prep.finish(y),
+                },
+            }
+        });
+    results
+        .map(|result| Tensor::from_primitive(TensorPrimitive::Float(result)))
+        .collect()
 }

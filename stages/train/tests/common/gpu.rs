@@ -19,7 +19,7 @@ use safetensors::SafeTensors;
 use tigerflow_llm::attention::causal_attention;
 use tigerflow_llm::backend::CpuBackend;
 use tigerflow_llm::concat::concat_flat;
-use tigerflow_llm::linear::adapted_linear;
+use tigerflow_llm::linear::{BaseWeight, Operands, adapted_linears};
 use tigerflow_llm::lora::LoraTerm;
 use tigerflow_llm::nf4::Nf4Tensor;
 use tigerflow_train::packing::{collate, pack};
@@ -250,82 +250,142 @@ pub fn check_concat(device: &burn::backend::cuda::CudaDevice) {
     assert_eq!(gpu, cpu, "the gathered vector differs from burn's cat");
 }
 
-/// `[m, k, n, r]` of the projections checked: the rows, in and out features, and the adapter's
-/// rank (0: no adapter).
-const PROJECTION_SHAPES: [[usize; 4]; 3] =
-    [[256, 192, 320, 16], [160, 64, 40, 8], [128, 96, 64, 0]];
+/// The projections of the cuBLAS check, all reading one `x` of `PROJECTION_ROWS` rows:
+/// (out features, NF4 base, adapter rank; 0 for none). `2048 · 4096 · 16384` multiply-adds is the
+/// smallest group the operation takes (`CUBLAS_MIN_MACS`).
+const PROJECTIONS: [(usize, bool, usize); 3] =
+    [(4096, false, 16), (8192, true, 8), (4096, true, 0)];
+const PROJECTION_ROWS: usize = 2048;
+const PROJECTION_IN: usize = 4096;
 
-/// `y` and the gradients of x, A and B of `sum(g · adapted_linear(x, W, term))` on `M`, where the
-/// adapter reads `x` through a fixed dropout-like mask (so x's gradient sums both paths).
-fn projection_on<M: AutodiffBackend>(shape: [usize; 4], device: &M::Device) -> Vec<Vec<f32>> {
-    let [m, k, n, r] = shape;
+/// The operands of `PROJECTIONS` on `M` for `x`, each adapter reading `x` through its own fixed
+/// dropout-like mask, and the adapters' (A, B).
+#[allow(clippy::type_complexity)]
+fn projection_operands<M: Backend>(
+    x: &Tensor<M, 2>,
+    nf4: &[Option<Nf4Tensor>],
+    track: bool,
+) -> (Vec<Operands<M>>, Vec<(Tensor<M, 2>, Tensor<M, 2>)>) {
+    let device = x.device();
+    let [m, k] = x.dims();
     let tensor = |dims: [usize; 2], seed| {
         let data = TensorData::new(bf16_values(dims[0] * dims[1], seed), dims);
-        Tensor::<M, 2>::from_data(data, device)
+        Tensor::<M, 2>::from_data(data, &device)
     };
-    let x = tensor([m, k], 1).require_grad();
-    let mask = tensor([m, k], 6)
-        .greater_elem(-0.8)
-        .float()
-        .mul_scalar(1.25);
-    let adapter = (r > 0).then(|| {
-        let (a, b) = (tensor([r, k], 3), tensor([n, r], 4));
-        (a.require_grad(), b.require_grad())
-    });
-    let term = adapter.clone().map(|(a, b)| LoraTerm {
-        input: x.clone() * mask,
-        a,
-        b,
-        scale: 0.5,
-    });
-    let y = adapted_linear(x.clone(), tensor([n, k], 2), term);
-    let grads = (y.clone() * tensor([m, n], 5)).sum().backward();
-    let grad = |t: &Tensor<M, 2>| to_vec(t.grad(&grads).expect("an input of y"));
-    let mut out = vec![to_vec(y.clone()), grad(&x)];
-    if let Some((a, b)) = &adapter {
+    let mut adapters = Vec::new();
+    let operands = PROJECTIONS
+        .iter()
+        .zip(nf4)
+        .zip(0u64..)
+        .map(|(((n, _, r), q), i)| {
+            let base = match q {
+                Some(q) => BaseWeight::Nf4(q.to_device::<M>(&device)),
+                None => BaseWeight::Dense(
+                    burn::module::Param::from_tensor(tensor([*n, k], 10 + i))
+                        .set_require_grad(false),
+                ),
+            };
+            let lora = (*r > 0).then(|| {
+                let (mut a, mut b) = (tensor([*r, k], 20 + i), tensor([*n, *r], 30 + i));
+                if track {
+                    (a, b) = (a.require_grad(), b.require_grad());
+                }
+                adapters.push((a.clone(), b.clone()));
+                let mask = tensor([m, k], 40 + i).greater_elem(-0.8).float();
+                LoraTerm {
+                    input: x.clone() * mask.mul_scalar(1.25),
+                    a,
+                    b,
+                    scale: 0.5,
+                }
+            });
+            Operands { base, lora }
+        })
+        .collect();
+    (operands, adapters)
+}
+
+/// The NF4 bases of `PROJECTIONS`, quantized once for both sides.
+fn projection_nf4() -> Vec<Option<Nf4Tensor>> {
+    PROJECTIONS
+        .iter()
+        .zip(0u64..)
+        .map(|(&(n, nf4, _), i)| {
+            nf4.then(|| {
+                let values = bf16_values(n * PROJECTION_IN, 10 + i);
+                Nf4Tensor::quantize(&values, [n, PROJECTION_IN], 64, true).unwrap()
+            })
+        })
+        .collect()
+}
+
+/// Every output, then the gradients of x and of each adapter's A and B, of
+/// `sum(Σ gᵢ · yᵢ)` on `M`.
+fn projections_on<M: AutodiffBackend>(
+    nf4: &[Option<Nf4Tensor>],
+    device: &M::Device,
+) -> Vec<Vec<f32>> {
+    let data = TensorData::new(
+        bf16_values(PROJECTION_ROWS * PROJECTION_IN, 1),
+        [PROJECTION_ROWS, PROJECTION_IN],
+    );
+    let x = Tensor::<M, 2>::from_data(data, device).require_grad();
+    let (operands, adapters) = projection_operands(&x, nf4, true);
+    let ys = adapted_linears(x.clone(), operands);
+    let loss = ys
+        .iter()
+        .zip(50u64..)
+        .map(|(y, seed)| {
+            let g = TensorData::new(bf16_values(y.dims().iter().product(), seed), y.dims());
+            (y.clone() * Tensor::from_data(g, device)).sum()
+        })
+        .reduce(|a, b| a + b)
+        .expect("three projections");
+    let grads = loss.backward();
+    let grad = |t: &Tensor<M, 2>| to_vec(t.grad(&grads).expect("an input of the loss"));
+    let mut out: Vec<Vec<f32>> = ys.into_iter().map(to_vec).collect();
+    out.push(grad(&x));
+    for (a, b) in &adapters {
         out.extend([grad(a), grad(b)]);
     }
     out
 }
 
-/// The cuBLAS projection (bf16, with and without autodiff) against burn's matmuls on the CPU in
-/// f32: the output and the gradients of x, A and B, with and without an adapter.
-pub fn check_lora_linear(device: &burn::backend::cuda::CudaDevice, p: Precision) {
+/// The cuBLAS projections (bf16, dense and NF4 bases, with and without adapters, with and
+/// without autodiff) against burn's matmuls on the CPU in f32: outputs, and the gradients of x
+/// and of every A and B.
+pub fn check_projections(device: &burn::backend::cuda::CudaDevice, p: Precision) {
     type Gpu = tigerflow_llm::backend::CudaBackend<tigerflow_llm::backend::bf16>;
     assert!(
         tigerflow_llm::cuda::has_cublas(device.index),
         "cuBLAS did not load"
     );
-    for shape in PROJECTION_SHAPES {
-        let cpu = projection_on::<Autodiff<CpuBackend>>(shape, &Default::default());
-        let gpu = projection_on::<Autodiff<Gpu>>(shape, device);
-        assert_eq!(gpu.len(), cpu.len());
-        for ((name, gpu), cpu) in ["y", "dx", "dA", "dB"].iter().zip(&gpu).zip(&cpu) {
-            let limit = if *name == "y" { p.value } else { p.grad };
-            let rel = max_rel(gpu, cpu);
-            assert!(
-                rel <= limit,
-                "{shape:?}: {name} differs from the CPU's (max rel {rel})"
-            );
-        }
-        let [m, k, n, r] = shape;
-        let plain = |dims: [usize; 2], seed| {
-            let data = TensorData::new(bf16_values(dims[0] * dims[1], seed), dims);
-            Tensor::<Gpu, 2>::from_data(data, device)
-        };
-        let x = plain([m, k], 1);
-        let mask = plain([m, k], 6).greater_elem(-0.8).float().mul_scalar(1.25);
-        let term = (r > 0).then(|| LoraTerm {
-            input: x.clone() * mask,
-            a: plain([r, k], 3),
-            b: plain([n, r], 4),
-            scale: 0.5,
-        });
-        let y = adapted_linear(x, plain([n, k], 2), term);
-        let rel = max_rel(&to_vec(y), &cpu[0]);
+    let outer: usize = PROJECTIONS.iter().map(|(n, _, _)| n).sum();
+    assert!(
+        PROJECTION_ROWS * PROJECTION_IN * outer >= tigerflow_llm::cuda::CUBLAS_MIN_MACS,
+        "the checked projections must be large enough to take cuBLAS"
+    );
+    let nf4 = projection_nf4();
+    let cpu = projections_on::<Autodiff<CpuBackend>>(&nf4, &Default::default());
+    let gpu = projections_on::<Autodiff<Gpu>>(&nf4, device);
+    let outputs = PROJECTIONS.len();
+    assert_eq!(gpu.len(), cpu.len());
+    for (i, (gpu, cpu)) in gpu.iter().zip(&cpu).enumerate() {
+        let limit = if i < outputs { p.value } else { p.grad };
+        let rel = max_rel(gpu, cpu);
         assert!(
-            rel <= p.value,
-            "{shape:?}: inference output (max rel {rel})"
+            rel <= limit,
+            "result {i} differs from the CPU's (max rel {rel})"
         );
+    }
+    let data = TensorData::new(
+        bf16_values(PROJECTION_ROWS * PROJECTION_IN, 1),
+        [PROJECTION_ROWS, PROJECTION_IN],
+    );
+    let x = Tensor::<Gpu, 2>::from_data(data, device);
+    let (operands, _) = projection_operands(&x, &nf4, false);
+    for (i, y) in adapted_linears(x, operands).into_iter().enumerate() {
+        let rel = max_rel(&to_vec(y), &cpu[i]);
+        assert!(rel <= p.value, "inference output {i} (max rel {rel})");
     }
 }
