@@ -91,6 +91,14 @@ impl<B: Backend> BaseWeight<B> {
             BaseWeight::Nf4(q) => q.dequantize(),
         }
     }
+
+    /// `[out, in]`.
+    pub fn shape(&self) -> [usize; 2] {
+        match self {
+            BaseWeight::Dense(w) => w.val().dims(),
+            BaseWeight::Nf4(q) => q.shape(),
+        }
+    }
 }
 
 /// A bias-free linear map whose weight keeps the Hugging Face layout `[out, in]`, so weights and
@@ -135,10 +143,7 @@ impl<B: Backend> Projection<B> {
 
     /// `(out, in)`.
     pub fn shape(&self) -> (usize, usize) {
-        let [out, inp] = match &self.base {
-            BaseWeight::Dense(w) => w.val().dims(),
-            BaseWeight::Nf4(q) => q.shape(),
-        };
+        let [out, inp] = self.base.shape();
         (out, inp)
     }
 }

@@ -87,15 +87,21 @@ pub fn flash_kernels(ordinal: usize, head_dim: usize) -> Option<Arc<FlashKernels
         .clone()
 }
 
-fn load(ordinal: usize, head_dim: usize) -> Option<Arc<FlashKernels>> {
+/// CUDA device `ordinal`'s context, its compute capability's major version and its NVRTC
+/// architecture name (`sm_90`).
+fn device(ordinal: usize) -> (Arc<CudaContext>, i32, String) {
     let context = CudaContext::new(ordinal).expect("cubecl already opened this CUDA device");
     let (major, minor) = context
         .compute_capability()
         .expect("a CUDA device reports its compute capability");
+    (context, major, format!("sm_{major}{minor}"))
+}
+
+fn load(ordinal: usize, head_dim: usize) -> Option<Arc<FlashKernels>> {
+    let (context, major, arch) = device(ordinal);
     if major < 9 {
         return None;
     }
-    let arch = format!("sm_{major}{minor}");
     let ptx = ptx(FLASH_ATTENTION, &arch, &[format!("-DHEAD_DIM={head_dim}")]);
     let module = context
         .load_module(ptx)
@@ -126,12 +132,7 @@ pub fn nf4_kernel(ordinal: usize) -> CudaFunction {
     loaded
         .entry(ordinal)
         .or_insert_with(|| {
-            let context =
-                CudaContext::new(ordinal).expect("cubecl already opened this CUDA device");
-            let (major, minor) = context
-                .compute_capability()
-                .expect("a CUDA device reports its compute capability");
-            let arch = format!("sm_{major}{minor}");
+            let (context, _, arch) = device(ordinal);
             context
                 .load_module(ptx(NF4, &arch, &[]))
                 .and_then(|module| module.load_function("nf4_dequantize"))

@@ -86,13 +86,7 @@ pub fn lora_linears<B: Backend>(
 fn supported<B: Backend>(x: &Tensor<B, 2>, projections: &[Operands<B>]) -> bool {
     let bf16 = |t: &Tensor<B, 2>| t.dtype() == DType::BF16;
     let [rows, inner] = x.dims();
-    let outer: usize = projections
-        .iter()
-        .map(|p| match &p.base {
-            BaseWeight::Dense(w) => w.val().dims()[0],
-            BaseWeight::Nf4(q) => q.shape[0],
-        })
-        .sum();
+    let outer: usize = projections.iter().map(|p| p.base.shape()[0]).sum();
     let base_ok = |base: &BaseWeight<B>| match base {
         BaseWeight::Dense(w) => bf16(&w.val()),
         BaseWeight::Nf4(q) => {
