@@ -311,6 +311,7 @@ pub fn run<B: AutodiffBackend>(
         epsilon: 1e-8,
         weight_decay: 0.0,
     });
+    let mut weights = None;
     let sync = || synced::<B>(device);
     // Seconds of the micro-batches, the all-reduce and the optimizer, and the step's loss.
     let mut step = |model: &mut Llama<B>, index: usize| -> Result<[f64; 4], String> {
@@ -335,7 +336,16 @@ pub fn run<B: AutodiffBackend>(
         let (grad, nll_sum) = sum_over_ranks(collective, grad, acc.nll_sum)?;
         sync()?;
         let reduce_s = seconds_since(r);
-        apply_flat_update(model, &targets, &mut optimizer, adapters, grad, 2e-4, 1.0);
+        apply_flat_update(
+            model,
+            &targets,
+            &mut optimizer,
+            adapters,
+            &mut weights,
+            grad,
+            2e-4,
+            1.0,
+        );
         sync()?;
         let loss = nll_sum / acc.tokens.max(1) as f64;
         Ok([micro_s, reduce_s, seconds_since(t) - reduce_s, loss])

@@ -237,29 +237,6 @@ pub fn adapter_tensors<B: AutodiffBackend>(
     (FlatLayout::new(entries), tensors)
 }
 
-/// Clips `grads` to `max_grad_norm` (global), takes one AdamW step at `lr` and writes the new
-/// adapter weights into `model`. Returns the norm before clipping.
-pub fn apply_update<B: AutodiffBackend>(
-    model: &mut Llama<B>,
-    targets: &[String],
-    optimizer: &mut AdamW<B::InnerBackend>,
-    grads: Vec<GradPair<B::InnerBackend>>,
-    lr: f64,
-    max_grad_norm: f64,
-) -> f64 {
-    let (layout, params) = adapter_tensors(model, targets);
-    let grad = flat_gradient(&layout, grads, &device_of(model));
-    apply_flat_update(
-        model,
-        targets,
-        optimizer,
-        (layout, params),
-        grad,
-        lr,
-        max_grad_norm,
-    )
-}
-
 /// The gradients as one vector in `layout`'s order; zeros when there are none (a rank that had
 /// no micro-batch in a step).
 pub fn flat_gradient<B: Backend>(
@@ -273,20 +250,30 @@ pub fn flat_gradient<B: Backend>(
     layout.flatten(grads.into_iter().flat_map(|(a, b)| [a, b]).collect())
 }
 
-/// [`apply_update`] with the gradient already flat, for `adapters` as [`adapter_tensors`]
-/// returned them.
+/// Clips the flat gradient `grad` to `max_grad_norm` (global), takes one AdamW step at `lr` and
+/// writes the new adapter weights into `model`, for `adapters` as [`adapter_tensors`] returned
+/// them. Returns the norm before clipping.
+///
+/// `weights` carries the flat adapter weights from one update to the next: the update leaves in
+/// it the vector whose views it wrote into `model`, and the next update starts from it instead
+/// of gathering `adapters` again (a copy of every adapter tensor per step). Pass `None` on the
+/// first update, and whenever the model's adapters were changed by anything else.
+#[allow(clippy::too_many_arguments)]
 pub fn apply_flat_update<B: AutodiffBackend>(
     model: &mut Llama<B>,
     targets: &[String],
     optimizer: &mut AdamW<B::InnerBackend>,
     adapters: (FlatLayout, Vec<Tensor<B::InnerBackend, 2>>),
+    weights: &mut Option<Tensor<B::InnerBackend, 1>>,
     grad: Tensor<B::InnerBackend, 1>,
     lr: f64,
     max_grad_norm: f64,
 ) -> f64 {
     let (layout, params) = adapters;
     let (grad, grad_norm) = clip_global_norm(grad, max_grad_norm);
-    let updated = optimizer.step(layout.flatten(params), grad, lr);
+    let current = weights.take().unwrap_or_else(|| layout.flatten(params));
+    let updated = optimizer.step(current, grad, lr);
+    *weights = Some(updated.clone());
     let mut parts = layout.split(updated).into_iter();
     for_each_target_mut(model, targets, |_, projection| {
         let Some(lora) = projection.lora.as_mut() else {
@@ -410,6 +397,7 @@ pub fn train<B: AutodiffBackend>(
         "none yet".to_owned()
     };
     let mut final_eval = None;
+    let mut weights = None;
 
     for step in resumed_at..plan.total_steps {
         let started = Instant::now();
@@ -446,6 +434,7 @@ pub fn train<B: AutodiffBackend>(
             &settings.targets,
             &mut optimizer,
             adapters,
+            &mut weights,
             grad,
             lr,
             settings.max_grad_norm,

@@ -33,7 +33,9 @@ use tigerflow_train::schedule::LrScheduler;
 use tigerflow_train::schedule::Schedule;
 use tigerflow_train::step::{eval_nll_sum, inference_model};
 use tigerflow_train::trainer::Settings;
-use tigerflow_train::trainer::{Accumulated, accumulate, apply_update};
+use tigerflow_train::trainer::{
+    Accumulated, accumulate, adapter_tensors, apply_flat_update, flat_gradient,
+};
 use tigerflow_train::trainer::{Observer, Outcome, TrainError, train};
 
 pub type B = Autodiff<CpuBackend>;
@@ -270,6 +272,9 @@ pub fn check_peft_parity<A: AutodiffBackend>(device: &A::Device, tol: Tolerances
     let losses = f64s(&st, "losses");
     let norms = f64s(&st, "grad_norms");
     let lrs = f64s(&st, "lrs");
+    // Kept between updates as the trainer keeps it: later losses would drift from PEFT's if the
+    // carried weights differed from the model's.
+    let mut weights = None;
     for step in 0..10 {
         let batches = [batch(&st, step, 0), batch(&st, step, 1)];
         let acc = accumulate(&model, &targets, &batches, 0, step % 2 == 0, device);
@@ -305,11 +310,15 @@ pub fn check_peft_parity<A: AutodiffBackend>(device: &A::Device, tol: Tolerances
                 );
             }
         }
-        let norm = apply_update(
+        let adapters = adapter_tensors(&mut model, &targets);
+        let grad = flat_gradient(&adapters.0, acc.grads, device);
+        let norm = apply_flat_update(
             &mut model,
             &targets,
             &mut optimizer,
-            acc.grads,
+            adapters,
+            &mut weights,
+            grad,
             schedule.lr(step),
             1.0,
         );
