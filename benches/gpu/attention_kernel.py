@@ -20,6 +20,7 @@ import glob
 import math
 import os
 import site
+import struct
 import sys
 import warnings
 
@@ -180,15 +181,12 @@ class Driver:
         return fn
 
     def launch(self, fn, grid, smem, args):
-        """args: tensors (passed as device pointers), ints (int32) and floats (f32), in order."""
-        values = []
-        for a in args:
-            if isinstance(a, torch.Tensor):
-                values.append(ctypes.c_void_p(a.data_ptr()))
-            elif isinstance(a, float):
-                values.append(ctypes.c_float(a))
-            else:
-                values.append(ctypes.c_int(a))
+        """args: tensors (passed as device pointers), then ints (int32) and floats (f32), which
+        travel together as the kernel's one struct argument."""
+        values = [ctypes.c_void_p(a.data_ptr()) for a in args if isinstance(a, torch.Tensor)]
+        scalars = [a for a in args if not isinstance(a, torch.Tensor)]
+        packed = b"".join(struct.pack("<f" if isinstance(a, float) else "<i", a) for a in scalars)
+        values.append(ctypes.create_string_buffer(packed, len(packed)))
         params = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.byref(x), ctypes.c_void_p) for x in values])
         stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
         gx, gy = grid
@@ -230,8 +228,8 @@ class FlashAttention:
         kv_heads = k.shape[1]
         rows = batch * heads * length
         delta = torch.empty(batch, heads, length, device=q.device, dtype=torch.float32)
-        self.driver.launch(self.delta, (-(-rows // DELTA_ROWS_PER_BLOCK), 1), 0, [out, dout, delta, rows])
-        dq_accum = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+        dq_accum = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+        self.driver.launch(self.delta, (-(-rows // DELTA_ROWS_PER_BLOCK), 1), 0, [out, dout, delta, dq_accum, rows])
         dk = torch.empty_like(k)
         dv = torch.empty_like(v)
         self.driver.launch(

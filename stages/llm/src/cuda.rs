@@ -59,7 +59,7 @@ pub fn reserved_bytes(index: usize) -> Option<u64> {
 }
 
 /// Whether the flash-attention kernels serve bf16 attention with `head_dim` on CUDA device
-/// `index` (compiling them on first use).
+/// `index` (cubecl compiles them on first launch).
 pub fn has_flash_attention(index: usize, head_dim: usize) -> bool {
     crate::cuda_ops::HEAD_DIMS.contains(&head_dim)
         && crate::cuda_ops::flash_kernels(index, head_dim).is_some()

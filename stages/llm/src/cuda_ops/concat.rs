@@ -1,7 +1,8 @@
 //! Many small tensors into one vector with one device-to-device copy each, queued on
-//! tigerflow's stream behind a single synchronisation. burn's `cat` runs one kernel per part
-//! through burn-fusion; the optimizer concatenates every adapter tensor (448 at 7B) twice per
-//! step, which made it 3–4× slower than PyTorch's (BENCHMARKS.md, "The fast GPU path").
+//! tigerflow's stream in one ordered launch (`bridge::launch_ordered`). burn's `cat` runs one
+//! kernel per part through burn-fusion; the optimizer concatenates every adapter tensor's
+//! gradient (448 at 7B) once per step, which made it 3–4× slower than PyTorch's (BENCHMARKS.md,
+//! "The fast GPU path").
 
 use burn::tensor::{Tensor, TensorPrimitive};
 use cudarc::driver::result::memcpy_dtod_async;

@@ -8,15 +8,14 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
-use cudarc::driver::{LaunchConfig, PushKernelArg, result::memset_d8_async};
 
 use super::bridge::{
-    CudaTensor, Fused, Trained, cube_float, cube_int, empty, fused, launch_ordered, ordinal, same,
+    CudaTensor, Fused, Trained, cube_float, cube_int, empty, fused, ordinal, same,
 };
 use super::kernels::{
-    DELTA_ROWS_PER_BLOCK, DQ_ELEMENTS_PER_BLOCK, FlashKernels, HEAD_DIMS, THREADS, TILE,
-    backward_shared_bytes, flash_kernels, forward_shared_bytes, stream,
+    DELTA_ROWS_PER_BLOCK, DQ_ELEMENTS_PER_BLOCK, FlashKernels, HEAD_DIMS, TILE, flash_kernels,
 };
+use super::source_kernel::{Scalar, launch};
 use crate::backend::Backend;
 
 type Inputs<B> = (
@@ -155,15 +154,23 @@ fn tracked(
     Tensor::from_primitive(TensorPrimitive::Float(result))
 }
 
-/// `[B, H, L, D]`, `[B, KV, L, D]` → (B, H, KV, L).
-fn dims(q: &CudaTensor, k: &CudaTensor) -> (i32, i32, i32, i32) {
-    let q = q.meta.shape();
+/// The kernels' `Dims`: batch, heads, kv_heads, len and the softmax scale, from `[B, H, L, D]`
+/// queries and `[B, KV, L, D]` keys.
+fn dims(q: &CudaTensor, k: &CudaTensor) -> [Scalar; 5] {
+    let [batch, heads, len, head_dim] = shape4(q);
     let kv_heads = k.meta.shape()[1];
-    (q[0] as i32, q[1] as i32, kv_heads as i32, q[2] as i32)
+    [
+        Scalar::I32(batch as i32),
+        Scalar::I32(heads as i32),
+        Scalar::I32(kv_heads as i32),
+        Scalar::I32(len as i32),
+        Scalar::F32((head_dim as f32).powf(-0.5)),
+    ]
 }
 
-fn scale(q: &CudaTensor) -> f32 {
-    (q.meta.shape()[3] as f32).powf(-0.5)
+fn shape4(t: &CudaTensor) -> [usize; 4] {
+    let shape = t.meta.shape();
+    [shape[0], shape[1], shape[2], shape[3]]
 }
 
 /// The output `[B, H, L, D]` (bf16) and each row's log-sum-exp `[B, H, L]` (f32).
@@ -174,36 +181,19 @@ fn forward(
     v: &CudaTensor,
     segments: &CudaTensor,
 ) -> (CudaTensor, CudaTensor) {
-    let shape = q.meta.shape().clone();
-    let (batch, heads, kv_heads, len) = dims(q, k);
-    let head_dim = shape[3];
-    let out = empty(q, shape.clone(), DType::BF16);
-    let lse = empty(q, [shape[0], shape[1], shape[2]], DType::F32);
-    let scale = scale(q);
-    let config = LaunchConfig {
-        grid_dim: ((len as usize / TILE) as u32, (batch * heads) as u32, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: forward_shared_bytes(head_dim),
-    };
-    let stream = stream(q.device.index);
-    launch_ordered(&stream, &[q, k, v, segments, &out, &lse], |addresses| {
-        let &[q, k, v, s, o, l] = addresses else {
-            unreachable!("six tensors")
-        };
-        assert_vector_aligned(addresses);
-        let mut launch = stream.launch_builder(&kernels.forward);
-        launch.arg(&q).arg(&k).arg(&v).arg(&s).arg(&o).arg(&l);
-        launch
-            .arg(&batch)
-            .arg(&heads)
-            .arg(&kv_heads)
-            .arg(&len)
-            .arg(&scale);
-        // SAFETY: the arguments match `flash_fwd`'s signature; every buffer is contiguous
-        // with the shape the kernel indexes (checked by `supported` and built above).
-        unsafe { launch.launch(config) }?;
-        Ok(())
-    });
+    let [batch, heads, len, _] = shape4(q);
+    let out = empty(q, q.meta.shape().clone(), DType::BF16);
+    let lse = empty(q, [batch, heads, len], DType::F32);
+    let buffers = [q, k, v, segments, &out, &lse];
+    assert_vector_aligned(&buffers);
+    let grid = ((len / TILE) as u32, (batch * heads) as u32, 1);
+    launch(
+        &q.client,
+        kernels.forward.clone(),
+        grid,
+        &buffers,
+        &dims(q, k),
+    );
     (out, lse)
 }
 
@@ -215,80 +205,66 @@ fn backward(
 ) -> (CudaTensor, CudaTensor, CudaTensor) {
     let q_shape = s.q.meta.shape().clone();
     let kv_shape = s.k.meta.shape().clone();
-    let (batch, heads, kv_heads, len) = dims(&s.q, &s.k);
-    let head_dim = q_shape[3];
-    let rows = (batch * heads * len) as usize;
+    let [batch, heads, len, head_dim] = shape4(&s.q);
+    let kv_heads = kv_shape[1];
+    let rows = batch * heads * len;
     let elements = rows * head_dim;
     let delta = empty(&s.q, [rows], DType::F32);
     let dq_sum = empty(&s.q, q_shape.clone(), DType::F32);
     let dq = empty(&s.q, q_shape, DType::BF16);
     let dk = empty(&s.q, kv_shape.clone(), DType::BF16);
     let dv = empty(&s.q, kv_shape, DType::BF16);
-    let scale = scale(&s.q);
-    let (rows, elements_i32) = (rows as i32, elements as i32);
-    let blocks = |n: usize, per: usize| n.div_ceil(per) as u32;
-    let small = |blocks: u32| LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let main = LaunchConfig {
-        grid_dim: ((len as usize / TILE) as u32, (batch * kv_heads) as u32, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: backward_shared_bytes(head_dim),
-    };
-    let stream = &stream(s.q.device.index);
-    let tensors = [
+    let blocks = |n: usize, per: usize| (n.div_ceil(per) as u32, 1, 1);
+    let delta_buffers = [&s.out, d_out, &delta, &dq_sum];
+    let main_buffers = [
         &s.q,
         &s.k,
         &s.v,
         &s.segments,
-        &s.out,
-        &s.lse,
         d_out,
+        &s.lse,
         &delta,
         &dq_sum,
-        &dq,
         &dk,
         &dv,
     ];
-    launch_ordered(stream, &tensors, |addresses| {
-        let &[q, k, v, seg, o, lse, d_o, delta, dq_sum, dq, dk, dv] = addresses else {
-            unreachable!("twelve tensors")
-        };
-        assert_vector_aligned(addresses);
-        // SAFETY: each launch's arguments match its kernel's signature in
-        // flash_attention.cu, on buffers of the sizes allocated above; all run in order on
-        // one stream.
-        unsafe {
-            memset_d8_async(dq_sum, 0, elements * 4, stream.cu_stream())?;
-            let mut launch = stream.launch_builder(&kernels.delta);
-            launch.arg(&o).arg(&d_o).arg(&delta).arg(&rows);
-            launch.launch(small(blocks(rows as usize, DELTA_ROWS_PER_BLOCK)))?;
-            let mut launch = stream.launch_builder(&kernels.backward);
-            launch.arg(&q).arg(&k).arg(&v).arg(&seg).arg(&d_o).arg(&lse);
-            launch.arg(&delta).arg(&dq_sum).arg(&dk).arg(&dv);
-            launch
-                .arg(&batch)
-                .arg(&heads)
-                .arg(&kv_heads)
-                .arg(&len)
-                .arg(&scale);
-            launch.launch(main)?;
-            let mut launch = stream.launch_builder(&kernels.dq);
-            launch.arg(&dq_sum).arg(&dq).arg(&elements_i32);
-            launch.launch(small(blocks(elements, DQ_ELEMENTS_PER_BLOCK)))?;
-        }
-        Ok(())
-    });
+    assert_vector_aligned(&main_buffers);
+    assert_vector_aligned(&[&s.out, &dq]);
+    // In order on burn's stream: delta (zeroing dq_sum), the main pass, dq_sum to bf16.
+    let client = &s.q.client;
+    launch(
+        client,
+        kernels.delta.clone(),
+        blocks(rows, DELTA_ROWS_PER_BLOCK),
+        &delta_buffers,
+        &[Scalar::I32(rows as i32)],
+    );
+    let grid = ((len / TILE) as u32, (batch * kv_heads) as u32, 1);
+    launch(
+        client,
+        kernels.backward.clone(),
+        grid,
+        &main_buffers,
+        &dims(&s.q, &s.k),
+    );
+    launch(
+        client,
+        kernels.dq.clone(),
+        blocks(elements, DQ_ELEMENTS_PER_BLOCK),
+        &[&dq_sum, &dq],
+        &[Scalar::I32(elements as i32)],
+    );
     (dq, dk, dv)
 }
 
 /// The kernels read and write 16-byte vectors. The buffers they get are fresh allocations
-/// (RoPE's and the projections' outputs, or contiguous copies), which cubecl aligns.
-fn assert_vector_aligned(addresses: &[u64]) {
+/// (RoPE's and the projections' outputs, or contiguous copies), which cubecl aligns to 512
+/// bytes; a buffer that starts inside another must start on a 16-byte boundary too.
+fn assert_vector_aligned(buffers: &[&CudaTensor]) {
     assert!(
-        addresses.iter().all(|a| a % 16 == 0),
+        buffers
+            .iter()
+            .all(|t| t.handle.offset_start.unwrap_or(0) % 16 == 0),
         "flash attention got a buffer that is not 16-byte aligned"
     );
 }

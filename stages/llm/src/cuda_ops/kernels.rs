@@ -1,19 +1,25 @@
-//! Loading tigerflow's CUDA kernels: compiled with NVRTC once per GPU architecture (and head
-//! dimension for attention), the PTX kept on disk next to burn's kernel cache, so a second
-//! process starts without compiling.
+//! tigerflow's CUDA kernels. The flash-attention and stream-join kernels are launched by cubecl
+//! on burn's stream (`source_kernel`), which compiles them and keeps their PTX in burn's kernel
+//! cache. The NF4 kernel runs on tigerflow's stream beside cuBLAS: it is compiled with NVRTC here once per GPU
+//! architecture, the PTX kept on disk next to burn's kernel cache, so a second process starts
+//! without compiling.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream, sys::CUfunction_attribute};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 use sha2::{Digest, Sha256};
+
+use super::source_kernel::{Program, SourceKernel};
 
 /// The flash-attention source: four kernels, `HEAD_DIM` set when compiling.
 const FLASH_ATTENTION: &str = include_str!("../kernels/flash_attention.cu");
 /// The NF4 dequantization source: one kernel.
 const NF4: &str = include_str!("../kernels/nf4.cu");
+/// The two one-thread kernels that order tigerflow's stream with burn's.
+const STREAM_JOIN: &str = include_str!("../kernels/stream_join.cu");
 
 /// Threads per block of `nf4_dequantize` (`NF4_THREADS` in the source).
 pub const NF4_THREADS: u32 = 256;
@@ -54,12 +60,30 @@ pub fn stream(ordinal: usize) -> Arc<CudaStream> {
         .clone()
 }
 
-/// The flash-attention kernels for one device and head dimension.
+/// The flash-attention kernels for one head dimension.
 pub struct FlashKernels {
-    pub forward: CudaFunction,
-    pub delta: CudaFunction,
-    pub backward: CudaFunction,
-    pub dq: CudaFunction,
+    pub forward: SourceKernel,
+    pub delta: SourceKernel,
+    pub backward: SourceKernel,
+    pub dq: SourceKernel,
+}
+
+impl FlashKernels {
+    fn new(head_dim: usize) -> Self {
+        let program = Program::new(FLASH_ATTENTION, &[("HEAD_DIM", head_dim)]);
+        let kernel = |entry, shared| SourceKernel {
+            program: program.clone(),
+            entry,
+            threads: THREADS,
+            shared_bytes: shared as usize,
+        };
+        FlashKernels {
+            forward: kernel("flash_fwd", forward_shared_bytes(head_dim)),
+            delta: kernel("flash_bwd_delta", 0),
+            backward: kernel("flash_bwd", backward_shared_bytes(head_dim)),
+            dq: kernel("flash_bwd_dq", 0),
+        }
+    }
 }
 
 /// Head dimensions the kernels are written for.
@@ -73,9 +97,9 @@ pub fn set_ptx_cache(dir: PathBuf) {
     let _ = PTX_CACHE.set(dir);
 }
 
-/// The kernels for CUDA device `ordinal` and `head_dim` (one of [`HEAD_DIMS`]), compiled on
-/// first use. `None` on GPUs older than Hopper (the kernels use sm_90's vector atomics): the
-/// caller falls back to burn's operations.
+/// The kernels for CUDA device `ordinal` and `head_dim` (one of [`HEAD_DIMS`]); cubecl compiles
+/// them on first launch. `None` on GPUs older than Hopper (the kernels use sm_90's vector
+/// atomics): the caller falls back to burn's operations.
 pub fn flash_kernels(ordinal: usize, head_dim: usize) -> Option<Arc<FlashKernels>> {
     /// By (device, head dim); `None` where the GPU cannot run them.
     type Loaded = HashMap<(usize, usize), Option<Arc<FlashKernels>>>;
@@ -83,7 +107,7 @@ pub fn flash_kernels(ordinal: usize, head_dim: usize) -> Option<Arc<FlashKernels
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
     loaded
         .entry((ordinal, head_dim))
-        .or_insert_with(|| load(ordinal, head_dim))
+        .or_insert_with(|| (device(ordinal).1 >= 9).then(|| Arc::new(FlashKernels::new(head_dim))))
         .clone()
 }
 
@@ -97,32 +121,29 @@ fn device(ordinal: usize) -> (Arc<CudaContext>, i32, String) {
     (context, major, format!("sm_{major}{minor}"))
 }
 
-fn load(ordinal: usize, head_dim: usize) -> Option<Arc<FlashKernels>> {
-    let (context, major, arch) = device(ordinal);
-    if major < 9 {
-        return None;
-    }
-    let ptx = ptx(FLASH_ATTENTION, &arch, &[format!("-DHEAD_DIM={head_dim}")]);
-    let module = context
-        .load_module(ptx)
-        .unwrap_or_else(|e| panic!("loading the flash-attention kernels for {arch}: {e}"));
-    let function = |name: &str, shared: u32| {
-        let f = module
-            .load_function(name)
-            .unwrap_or_else(|e| panic!("flash-attention kernel {name} missing: {e}"));
-        f.set_attribute(
-            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            shared as i32,
-        )
-        .unwrap_or_else(|e| panic!("{name} cannot have {shared} bytes of shared memory: {e}"));
-        f
-    };
-    Some(Arc::new(FlashKernels {
-        forward: function("flash_fwd", forward_shared_bytes(head_dim)),
-        delta: function("flash_bwd_delta", 0),
-        backward: function("flash_bwd", backward_shared_bytes(head_dim)),
-        dq: function("flash_bwd_dq", 0),
-    }))
+/// The kernels on burn's stream around an operation on tigerflow's stream: `join_signal` before
+/// it, `join_wait` after it (see `bridge::launch_ordered`).
+pub struct JoinKernels {
+    pub signal: SourceKernel,
+    pub wait: SourceKernel,
+}
+
+/// The stream-join kernels, which cubecl compiles on first launch.
+pub fn join_kernels() -> &'static JoinKernels {
+    static KERNELS: LazyLock<JoinKernels> = LazyLock::new(|| {
+        let program = Program::new(STREAM_JOIN, &[]);
+        let kernel = |entry| SourceKernel {
+            program: program.clone(),
+            entry,
+            threads: 1,
+            shared_bytes: 0,
+        };
+        JoinKernels {
+            signal: kernel("join_signal"),
+            wait: kernel("join_wait"),
+        }
+    });
+    &KERNELS
 }
 
 /// The NF4 dequantization kernel of CUDA device `ordinal`, compiled on first use.
@@ -134,21 +155,19 @@ pub fn nf4_kernel(ordinal: usize) -> CudaFunction {
         .or_insert_with(|| {
             let (context, _, arch) = device(ordinal);
             context
-                .load_module(ptx(NF4, &arch, &[]))
+                .load_module(ptx(NF4, &arch))
                 .and_then(|module| module.load_function("nf4_dequantize"))
                 .unwrap_or_else(|e| panic!("loading the NF4 kernel for {arch}: {e}"))
         })
         .clone()
 }
 
-/// PTX for `source` on `arch` with the extra compiler `defines`, from the disk cache when
-/// present.
-fn ptx(source: &str, arch: &str, defines: &[String]) -> Ptx {
-    let mut options = vec![
+/// PTX for `source` on `arch`, from the disk cache when present.
+fn ptx(source: &str, arch: &str) -> Ptx {
+    let options = vec![
         format!("--gpu-architecture={arch}"),
         "--std=c++17".to_string(),
     ];
-    options.extend_from_slice(defines);
     let cached = PTX_CACHE.get().map(|dir| cache_file(dir, source, &options));
     if let Some(text) = cached
         .as_deref()

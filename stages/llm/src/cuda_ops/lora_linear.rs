@@ -6,10 +6,10 @@
 //! adapter's input (`dropout(x)`, whose mask burn's autodiff applies) and of `A` and `B`, never
 //! `W`'s, and it keeps only the packed NF4 weight, not the dense one.
 //!
-//! Each operation costs two host syncs (see `bridge`), measured at 0.5–1 ms once the lost
-//! overlap of host and GPU work is counted. So the projections that read the same `x` (q, k, v;
-//! gate, up) run their forward products in one operation, and only products large enough to
-//! repay that cost come here (`MIN_MACS`).
+//! Each operation is ordered with burn's stream by two one-thread kernels and two stream memory
+//! operations (see `bridge`), a few microseconds of idle GPU per call. So the projections that
+//! read the same `x` (q, k, v; gate, up) run their forward products in one operation, and only
+//! products large enough to repay that cost come here (`MIN_MACS`).
 
 use std::sync::Arc;
 
@@ -32,12 +32,12 @@ use crate::linear::{BaseWeight, Operands};
 
 type Inputs<B> = (Tensor<B, 2>, Vec<Operands<B>>);
 
-/// Multiply-adds (`rows · in · Σ out`) below which burn's matmul is kept. With recompute a
-/// projection takes three operations per step (forward, forward again, backward): about 2 ms of
-/// syncs and lost overlap. cuBLAS saves about 4.4e-15 s per multiply-add over burn's matmul in
-/// each of those passes (H100, BENCHMARKS.md), so the break-even is near 1.5e11 multiply-adds;
-/// 2^37 is one 7B projection of 8192 rows. Decoding steps and small models stay on burn's path.
-pub const MIN_MACS: usize = 1 << 37;
+/// Multiply-adds (`rows · in · Σ out`) below which burn's matmul is kept. cuBLAS saves about
+/// 4.4e-15 s per multiply-add over burn's matmul (H100, 7B products, BENCHMARKS.md), and each
+/// operation leaves the GPU idle for an estimated 25 µs while the two streams hand over, so the
+/// break-even is near 6e9 multiply-adds; 2^32 keeps SmolLM2-135M's q, k, v, gate, up and down
+/// products of 8192 rows on cuBLAS and its o projection (2.7e9) on burn. Decoding stays on burn.
+pub const MIN_MACS: usize = 1 << 32;
 
 /// [`crate::linear::adapted_linears`] through cuBLAS when every tensor is bf16 on the CUDA
 /// backend (with or without autodiff), the products are large enough and cuBLAS loads; otherwise

@@ -3,12 +3,13 @@
 //! hand-written backward pass; the plain burn implementation next to its caller is the
 //! reference it is tested against.
 //!
-//! The kernels run on a stream of tigerflow's own: cubecl does not expose its streams, so every
-//! operation waits for burn's queued work before it starts and for its own work before it
-//! returns (see `bridge`). Counting the host and GPU work that no longer overlap, that cost
-//! 0.5–1 ms per call on an H100, which is why the operations are coarse (a whole attention, not
-//! a single product; every projection reading one input, base and adapter products together;
-//! every adapter tensor in one gather).
+//! tigerflow's own attention kernels are launched by cubecl in order with burn's
+//! (`source_kernel`). cuBLAS, the NF4 kernel beside it and the optimizer's device copies run on a
+//! stream of tigerflow's own, since cubecl does not expose its streams; the two streams are
+//! ordered through flags in device memory, not by the host waiting (see `bridge`). Each such
+//! operation still leaves the GPU idle for a few microseconds while the streams hand over, which
+//! is why those operations are coarse (every projection reading one input, base and adapter
+//! products together; every adapter tensor in one gather).
 
 mod bridge;
 mod concat;
@@ -16,6 +17,7 @@ mod flash_attention;
 mod gemm;
 mod kernels;
 mod lora_linear;
+mod source_kernel;
 
 pub use concat::concat_flat;
 pub use flash_attention::flash_attention;

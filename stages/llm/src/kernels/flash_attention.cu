@@ -1,10 +1,13 @@
 // FlashAttention-2 style causal attention with packed-sequence segments, bf16 in and out,
 // f32 accumulation, tensor cores through mma.sync m16n8k16 (sm_80+, built for sm_90).
 //
-// Compiled at run time with NVRTC, once per head dimension: -DHEAD_DIM=64 or -DHEAD_DIM=128.
+// Compiled at run time with NVRTC, once per head dimension: HEAD_DIM is defined as 64 or 128
+// (by a #define put before this text, or -DHEAD_DIM=64).
 // Nothing is #included: bf16 values travel as `unsigned short` bits.
 //
-// Launch table. Every kernel runs blocks of NUM_THREADS = 128 threads (4 warps), 1-D.
+// Launch table. Every kernel runs blocks of NUM_THREADS = 128 threads (4 warps), 1-D. Buffers
+// come first; the scalars follow as one struct passed by value (`Dims` or `Count`), which is
+// how cubecl launches a kernel on burn's stream.
 //
 //   kernel            grid                                   dynamic shared memory (bytes)
 //   flash_fwd         (len / BLOCK_M, batch * heads)         FWD_SMEM_BYTES
@@ -20,7 +23,7 @@
 // with BLOCK_M = BLOCK_N = 64. The launcher sets CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 // of flash_fwd and flash_bwd to their byte counts (both exceed the 48 KiB default for D=128).
 //
-// Backward sequence: flash_bwd_delta, zero dq_accum, flash_bwd, flash_bwd_dq.
+// Backward sequence: flash_bwd_delta (which also zeroes dq_accum), flash_bwd, flash_bwd_dq.
 //
 // Visibility: query i of row b sees key j iff j <= i and seg[b,i] == seg[b,j]. Segment ids are
 // non-decreasing along a row except for trailing padding (-1), which sees only padding.
@@ -55,6 +58,17 @@ constexpr int kTileBytes = 64 * HEAD_DIM * 2;    // one 64-row bf16 tile of q, k
 constexpr int kDsChunks = BLOCK_M / 8;           // 16-byte chunks in one row of the dS^T tile
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
+
+// The scalar arguments of flash_fwd and flash_bwd.
+struct Dims {
+    int batch, heads, kv_heads, len;
+    float scale;
+};
+
+// The scalar argument of the element-wise kernels: how many rows or elements there are.
+struct Count {
+    int n;
+};
 
 struct alignas(16) U32x4 {
     unsigned x, y, z, w;
@@ -302,7 +316,9 @@ __device__ __forceinline__ void c_to_a_frag(unsigned (&frag)[4], const float (&a
 extern "C" __global__ void __launch_bounds__(NUM_THREADS, MIN_BLOCKS_PER_SM)
 flash_fwd(const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,
           const unsigned short* __restrict__ v, const int* __restrict__ seg, unsigned short* __restrict__ out,
-          float* __restrict__ lse, int batch, int heads, int kv_heads, int len, float scale) {
+          float* __restrict__ lse, const Dims dims) {
+    const int heads = dims.heads, kv_heads = dims.kv_heads, len = dims.len;
+    const float scale = dims.scale;
     extern __shared__ __align__(128) unsigned char smem[];
     // Layout: K stage 0 | K stage 1 | V stage 0 | V stage 1 | key segment ids [2][64]. Q passes
     // through V stage 1 on its way to registers, which no key tile uses before the first prefetch.
@@ -482,25 +498,30 @@ flash_fwd(const unsigned short* __restrict__ q, const unsigned short* __restrict
 }
 
 // ---------------------------------------------------------------------------------------------
-// delta[r] = sum_d out[r,d] * dout[r,d]; 8 threads per row, 16 rows per block.
+// delta[r] = sum_d out[r,d] * dout[r,d]; 8 threads per row, 16 rows per block. The same threads
+// zero row r of dq_accum, which flash_bwd then accumulates into (one launch fewer than a memset).
 
 extern "C" __global__ void __launch_bounds__(NUM_THREADS)
 flash_bwd_delta(const unsigned short* __restrict__ out, const unsigned short* __restrict__ dout,
-                float* __restrict__ delta, int rows) {
+                float* __restrict__ delta, float* __restrict__ dq_accum, const Count rows) {
     const int part = threadIdx.x % 8;
     const long long row = (long long)blockIdx.x * DELTA_ROWS_PER_BLOCK + threadIdx.x / 8;
     float acc = 0.f;
-    if (row < rows) {
+    if (row < rows.n) {
         const U32x4* o = reinterpret_cast<const U32x4*>(out + row * HEAD_DIM);
         const U32x4* g = reinterpret_cast<const U32x4*>(dout + row * HEAD_DIM);
+        F32x4* dq_row = reinterpret_cast<F32x4*>(dq_accum + row * HEAD_DIM);
 #pragma unroll
-        for (int c = part; c < kChunks; c += 8)
+        for (int c = part; c < kChunks; c += 8) {
             acc += dot_bf16x8(o[c], g[c]);
+            dq_row[2 * c] = F32x4{0.f, 0.f, 0.f, 0.f};
+            dq_row[2 * c + 1] = F32x4{0.f, 0.f, 0.f, 0.f};
+        }
     }
     acc += __shfl_xor_sync(0xffffffffu, acc, 4);
     acc += __shfl_xor_sync(0xffffffffu, acc, 2);
     acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-    if (part == 0 && row < rows) delta[row] = acc;
+    if (part == 0 && row < rows.n) delta[row] = acc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -517,8 +538,9 @@ extern "C" __global__ void __launch_bounds__(NUM_THREADS, MIN_BLOCKS_PER_SM)
 flash_bwd(const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,
           const unsigned short* __restrict__ v, const int* __restrict__ seg, const unsigned short* __restrict__ dout,
           const float* __restrict__ lse, const float* __restrict__ delta, float* __restrict__ dq_accum,
-          unsigned short* __restrict__ dk, unsigned short* __restrict__ dv, int batch, int heads, int kv_heads,
-          int len, float scale) {
+          unsigned short* __restrict__ dk, unsigned short* __restrict__ dv, const Dims dims) {
+    const int heads = dims.heads, kv_heads = dims.kv_heads, len = dims.len;
+    const float scale = dims.scale;
     extern __shared__ __align__(128) unsigned char smem[];
     // Layout: K | V | Q | dO | dSᵀ [64 keys][64 queries] | lse | delta | query segment ids.
     constexpr int kOffK = 0, kOffV = kTileBytes, kOffQ = 2 * kTileBytes, kOffDo = 3 * kTileBytes;
@@ -724,7 +746,8 @@ flash_bwd(const unsigned short* __restrict__ q, const unsigned short* __restrict
 // dq = bf16(dq_accum); 8 elements per thread.
 
 extern "C" __global__ void __launch_bounds__(NUM_THREADS)
-flash_bwd_dq(const float* __restrict__ dq_accum, unsigned short* __restrict__ dq, int n) {
+flash_bwd_dq(const float* __restrict__ dq_accum, unsigned short* __restrict__ dq, const Count count) {
+    const int n = count.n;
     const long long i = ((long long)blockIdx.x * NUM_THREADS + threadIdx.x) * DQ_ELEMS_PER_THREAD;
     if (i + DQ_ELEMS_PER_THREAD <= n) {
         const F32x4 a = *reinterpret_cast<const F32x4*>(dq_accum + i);

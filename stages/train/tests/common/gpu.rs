@@ -251,8 +251,8 @@ pub fn check_concat(device: &burn::backend::cuda::CudaDevice) {
 }
 
 /// The projections of the cuBLAS check, all reading one `x` of `PROJECTION_ROWS` rows:
-/// (out features, NF4 base, adapter rank; 0 for none). `2048 · 4096 · 16384` multiply-adds is the
-/// smallest group the operation takes (`CUBLAS_MIN_MACS`).
+/// (out features, NF4 base, adapter rank; 0 for none): `2048 · 4096 · 16384` multiply-adds, enough
+/// for the operation to take them (`CUBLAS_MIN_MACS`).
 const PROJECTIONS: [(usize, bool, usize); 3] =
     [(4096, false, 16), (8192, true, 8), (4096, true, 0)];
 const PROJECTION_ROWS: usize = 2048;
