@@ -1,10 +1,10 @@
 //! tigerflow's CUDA C++ kernels launched by cubecl, on the stream burn computes on.
 //!
-//! cubecl keeps its CUDA streams private, so a kernel launched on a stream of tigerflow's own
-//! must wait for burn's queued work on the host first and for itself afterwards (`bridge`),
-//! which cost 0.5–1 ms per call on an H100. cubecl's server also launches kernels it did not
+//! cubecl keeps its CUDA streams private, so work on a stream of tigerflow's own has to be
+//! ordered with burn's (first by host waits, 0.5–1 ms per call on an H100; now by the join in
+//! `bridge`, which these kernels implement). cubecl's server also launches kernels it did not
 //! generate: a [`CubeTask`] hands it CUDA C++ source, cubecl compiles it with NVRTC (keeping the
-//! PTX in its own cache) and launches it in order with burn's kernels, so no host wait is needed.
+//! PTX in its own cache) and launches it in order with burn's kernels, so nothing else is needed.
 //! Kernels launched this way take their buffers first and their scalars last, as one struct
 //! passed by value (cubecl passes a kernel's scalars that way on GPUs of compute capability 7.0
 //! and newer, the only ones this path is used on).
