@@ -65,6 +65,17 @@ pub fn has_flash_attention(index: usize, head_dim: usize) -> bool {
         && crate::cuda_ops::flash_kernels(index, head_dim).is_some()
 }
 
+/// Whether the kernels of RMSNorm, rotary embeddings and SwiGLU serve bf16 tensors on CUDA
+/// device `index` (cubecl compiles them on first launch).
+pub fn has_layer_kernels(index: usize) -> bool {
+    crate::cuda_ops::layer_kernels(index).is_some()
+}
+
+/// Whether the cross-entropy kernels serve bf16 logits on CUDA device `index`.
+pub fn has_loss_kernels(index: usize) -> bool {
+    crate::cuda_ops::loss_kernels(index).is_some()
+}
+
 /// Whether cuBLAS loads and serves the projections' products on CUDA device `index`.
 pub fn has_cublas(index: usize) -> bool {
     crate::cuda_ops::has_cublas(index)

@@ -16,6 +16,7 @@ pub mod gguf;
 pub mod gguf_weights;
 pub mod linear;
 pub mod lora;
+pub mod loss;
 pub mod model;
 pub mod nf4;
 pub mod open;

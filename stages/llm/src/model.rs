@@ -30,7 +30,14 @@ impl<B: Backend> RmsNorm<B> {
         }
     }
 
+    /// Normalises over the last dimension. With the `cuda` feature, bf16 tensors on the CUDA
+    /// backend take one kernel (`cuda_ops::rms_norm`) for burn's seven operations here.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        #[cfg(feature = "cuda")]
+        let x = match crate::cuda_ops::rms_norm(x, self.weight.val(), self.eps) {
+            Ok(y) => return y,
+            Err((x, _)) => x,
+        };
         let variance = x.clone().powf_scalar(2.0).mean_dim(D - 1);
         let normed = x.mul(variance.add_scalar(self.eps).sqrt().recip());
         normed.mul(self.weight.val().unsqueeze::<D>())
@@ -139,12 +146,12 @@ impl<B: Backend> Attention<B> {
     /// `x` `[B, L, hidden]` attending to `keys`.
     pub fn forward(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, keys: Keys<'_, B>) -> Tensor<B, 3> {
         let [batch, len, _] = x.dims();
-        let heads =
-            |t: Tensor<B, 3>, n: usize| t.reshape([batch, len, n, self.head_dim]).swap_dims(1, 2);
         let [q, k, v] = project([&self.q_proj, &self.k_proj, &self.v_proj], x);
-        let q = rotary.apply(heads(q, self.num_heads));
-        let k = rotary.apply(heads(k, self.num_kv_heads));
-        let v = heads(v, self.num_kv_heads);
+        let q = rotary.apply_to_heads(q, self.num_heads);
+        let k = rotary.apply_to_heads(k, self.num_kv_heads);
+        let v = v
+            .reshape([batch, len, self.num_kv_heads, self.head_dim])
+            .swap_dims(1, 2);
         let out = match keys {
             Keys::Own(segments) => causal_attention(q, k, v, segments),
             Keys::Cached { slot, mask } => {
@@ -181,8 +188,19 @@ pub struct Mlp<B: Backend> {
 impl<B: Backend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [gate, up] = project([&self.gate_proj, &self.up_proj], x);
-        self.down_proj.forward(silu(gate).mul(up))
+        self.down_proj.forward(swiglu(gate, up))
     }
+}
+
+/// `silu(gate) · up`. With the `cuda` feature, bf16 tensors on the CUDA backend take one kernel
+/// each way (`cuda_ops::swiglu`).
+pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "cuda")]
+    let (gate, up) = match crate::cuda_ops::swiglu(gate, up) {
+        Ok(out) => return out,
+        Err(inputs) => inputs,
+    };
+    silu(gate).mul(up)
 }
 
 /// One pre-norm decoder layer.

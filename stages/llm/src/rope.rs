@@ -1,7 +1,9 @@
 //! Rotary position embeddings in the Hugging Face "rotate half" basis, with per-token position
 //! ids, so that q/k projections (and their LoRA adapters) stay in the transformers layout.
 
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{
+    DType, FloatDType, Int, Tensor, TensorData, backend::Backend, get_device_settings,
+};
 
 use crate::config::{LlamaConfig, RopeScaling};
 
@@ -53,17 +55,28 @@ pub struct Rotary<B: Backend> {
 
 impl<B: Backend> Rotary<B> {
     /// Computes the tables for `position_ids` `[B, L]`.
+    ///
+    /// The angles are computed in f32 whatever the device computes in, and only the cosines and
+    /// sines are rounded to its float type, as transformers does: in bf16 a position above 256
+    /// is no longer an integer, and at position 4095 the fastest pair turned by a wrong angle.
     pub fn new(inv_freq: &[f32], position_ids: Tensor<B, 2, Int>) -> Self {
         let device = position_ids.device();
+        let dtype = get_device_settings::<B>(&device).float_dtype;
         let [batch, len] = position_ids.dims();
         let half = inv_freq.len();
-        let inv = Tensor::<B, 1>::from_data(TensorData::new(inv_freq.to_vec(), [half]), &device)
-            .reshape([1, 1, half]);
-        let freqs = position_ids.float().reshape([batch, len, 1]).mul(inv);
+        let inv = Tensor::<B, 1>::from_data(
+            TensorData::new(inv_freq.to_vec(), [half]),
+            (&device, DType::F32),
+        )
+        .reshape([1, 1, half]);
+        let freqs = position_ids
+            .cast(FloatDType::F32)
+            .reshape([batch, len, 1])
+            .mul(inv);
         let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1);
         Self {
-            cos: emb.clone().cos(),
-            sin: emb.sin(),
+            cos: emb.clone().cos().cast(dtype),
+            sin: emb.sin().cast(dtype),
         }
     }
 
@@ -74,5 +87,21 @@ impl<B: Backend> Rotary<B> {
         let x2 = x.clone().slice([0..b, 0..h, 0..l, d / 2..d]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
         x.mul(self.cos.clone()).add(rotated.mul(self.sin.clone()))
+    }
+
+    /// Splits `x` `[B, L, heads · head_dim]` into heads, `[B, heads, L, head_dim]`, and rotates
+    /// them. With the `cuda` feature, bf16 tensors on the CUDA backend take one kernel
+    /// (`cuda_ops::rotary`) for what burn does in eight operations here.
+    pub fn apply_to_heads(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+        #[cfg(feature = "cuda")]
+        let x = match crate::cuda_ops::rotary(x, heads, &self.cos, &self.sin) {
+            Ok(rotated) => return rotated,
+            Err(x) => x,
+        };
+        let [batch, len, width] = x.dims();
+        self.apply(
+            x.reshape([batch, len, heads, width / heads])
+                .swap_dims(1, 2),
+        )
     }
 }

@@ -25,13 +25,14 @@ use tigerflow_llm::adapters::attach_fresh;
 use tigerflow_llm::config::LlamaConfig;
 use tigerflow_llm::linear::Projection;
 use tigerflow_llm::lora::{ALL_LINEAR, LoraConfig};
+use tigerflow_llm::loss::nll_sum;
 use tigerflow_llm::model::Llama;
 use tigerflow_llm::weights::{WeightError, WeightSource, load_llama, nf4};
 
 use crate::adamw::{AdamW, AdamWConfig};
 use crate::collective::{Collective, Shard};
 use crate::packing::{Batch, Padding, collate, pack};
-use crate::step::{BatchTensors, nll_sum};
+use crate::step::BatchTensors;
 use crate::trainer::{
     accumulate_shard, adapter_tensors, apply_flat_update, flat_gradient, sum_over_ranks,
 };

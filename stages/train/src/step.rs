@@ -10,9 +10,9 @@
 //! the backend RNG is re-seeded before every layer, in both passes and in both modes.
 
 use burn::module::{AutodiffModule, Module};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
+use tigerflow_llm::loss::{loss_value, nll_sum};
 use tigerflow_llm::model::{DecoderLayer, Keys, Llama};
 use tigerflow_llm::rope::Rotary;
 
@@ -58,23 +58,11 @@ impl<B: Backend> BatchTensors<B> {
     }
 }
 
-/// Sum of the negative log-likelihood of the labels over counted positions; `logits` `[B, L, V]`.
-pub fn nll_sum<B: Backend>(
-    logits: Tensor<B, 3>,
-    labels: Tensor<B, 3, Int>,
-    weights: Tensor<B, 3>,
-) -> Tensor<B, 1> {
-    let picked = log_softmax(logits, 2).gather(2, labels);
-    picked.mul(weights).sum().neg()
-}
-
 /// The summed NLL of a batch without gradients (evaluation: dropout is off).
 pub fn eval_nll_sum<B: Backend>(model: &Llama<B>, batch: &Batch, device: &B::Device) -> f64 {
     let t = BatchTensors::<B>::new(batch, device);
     let logits = model.forward(t.input_ids, t.position_ids, Some(t.segment_ids));
-    nll_sum(logits, t.labels, t.weights)
-        .into_scalar()
-        .elem::<f64>()
+    loss_value(nll_sum(logits, t.labels, t.weights))
 }
 
 /// The gradients of one adapter: `(lora_A, lora_B)`.
@@ -174,7 +162,7 @@ fn grads_full<B: AutodiffBackend>(
         t.labels.clone(),
         t.weights.clone(),
     );
-    let nll_value = nll.clone().into_scalar().elem::<f64>();
+    let nll_value = loss_value(nll.clone());
     let grads = nll.mul_scalar(scale).backward();
     let mut out = Vec::new();
     for l in 0..model.layers.len() {
@@ -215,7 +203,7 @@ fn grads_recomputed<B: AutodiffBackend>(
         t.labels.clone(),
         t.weights.clone(),
     );
-    let nll_value = nll.clone().into_scalar().elem::<f64>();
+    let nll_value = loss_value(nll.clone());
     let grads = nll.mul_scalar(scale).backward();
     let mut upstream = top
         .grad(&grads)

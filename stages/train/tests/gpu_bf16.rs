@@ -34,6 +34,16 @@ fn flash_attention_matches_the_cpu() {
 }
 
 #[test]
+fn the_layer_kernels_match_the_cpu() {
+    check_layer_ops(&cuda(), BF16);
+}
+
+#[test]
+fn the_cross_entropy_kernels_match_the_cpu() {
+    check_cross_entropy(&cuda(), BF16);
+}
+
+#[test]
 fn the_cublas_projection_matches_the_cpu() {
     check_projections(&cuda(), BF16);
 }

@@ -20,6 +20,10 @@ const FLASH_ATTENTION: &str = include_str!("../kernels/flash_attention.cu");
 const NF4: &str = include_str!("../kernels/nf4.cu");
 /// The two one-thread kernels that order tigerflow's stream with burn's.
 const STREAM_JOIN: &str = include_str!("../kernels/stream_join.cu");
+/// RMSNorm, rotary embeddings and SwiGLU, forward and backward: six kernels.
+const LAYER_OPS: &str = include_str!("../kernels/layer_ops.cu");
+/// The cross-entropy's three kernels.
+const CROSS_ENTROPY: &str = include_str!("../kernels/cross_entropy.cu");
 
 /// Threads per block of `nf4_dequantize` (`NF4_THREADS` in the source).
 pub const NF4_THREADS: u32 = 256;
@@ -144,6 +148,80 @@ pub fn join_kernels() -> &'static JoinKernels {
         }
     });
     &KERNELS
+}
+
+/// Threads per block of every kernel in `layer_ops.cu` and `cross_entropy.cu` (`THREADS`
+/// there).
+pub const LAYER_THREADS: u32 = 256;
+
+/// One entry of a source whose kernels all run [`LAYER_THREADS`] threads and no dynamic shared
+/// memory.
+fn plain_kernel(program: &Arc<Program>, entry: &'static str) -> SourceKernel {
+    SourceKernel {
+        program: program.clone(),
+        entry,
+        threads: LAYER_THREADS,
+        shared_bytes: 0,
+    }
+}
+
+/// Whether CUDA device `ordinal` is an Ampere GPU or newer (sm_80): the plain kernels' bf16
+/// conversions and cuBLAS's bf16 products need it.
+pub fn ampere(ordinal: usize) -> bool {
+    static AMPERE: LazyLock<Mutex<HashMap<usize, bool>>> = LazyLock::new(Mutex::default);
+    let mut ampere = AMPERE.lock().unwrap_or_else(|e| e.into_inner());
+    *ampere
+        .entry(ordinal)
+        .or_insert_with(|| device(ordinal).1 >= 8)
+}
+
+/// The kernels around a decoder layer's projections (`layer_ops.cu`).
+pub struct LayerKernels {
+    pub rms_norm_fwd: SourceKernel,
+    pub rms_norm_bwd: SourceKernel,
+    pub rotary_fwd: SourceKernel,
+    pub rotary_bwd: SourceKernel,
+    pub swiglu_fwd: SourceKernel,
+    pub swiglu_bwd: SourceKernel,
+}
+
+/// The layer kernels, which cubecl compiles on first launch; `None` on GPUs older than Ampere:
+/// the caller falls back to burn's operations.
+pub fn layer_kernels(ordinal: usize) -> Option<&'static LayerKernels> {
+    static KERNELS: LazyLock<LayerKernels> = LazyLock::new(|| {
+        let program = Program::new(LAYER_OPS, &[]);
+        let kernel = |entry| plain_kernel(&program, entry);
+        LayerKernels {
+            rms_norm_fwd: kernel("rms_norm_fwd"),
+            rms_norm_bwd: kernel("rms_norm_bwd"),
+            rotary_fwd: kernel("rotary_fwd"),
+            rotary_bwd: kernel("rotary_bwd"),
+            swiglu_fwd: kernel("swiglu_fwd"),
+            swiglu_bwd: kernel("swiglu_bwd"),
+        }
+    });
+    ampere(ordinal).then(|| &*KERNELS)
+}
+
+/// The cross-entropy kernels (`cross_entropy.cu`).
+pub struct LossKernels {
+    pub forward: SourceKernel,
+    pub sum: SourceKernel,
+    pub backward: SourceKernel,
+}
+
+/// The cross-entropy kernels, which cubecl compiles on first launch; `None` on GPUs older than
+/// Ampere.
+pub fn loss_kernels(ordinal: usize) -> Option<&'static LossKernels> {
+    static KERNELS: LazyLock<LossKernels> = LazyLock::new(|| {
+        let program = Program::new(CROSS_ENTROPY, &[]);
+        LossKernels {
+            forward: plain_kernel(&program, "ce_fwd"),
+            sum: plain_kernel(&program, "ce_sum"),
+            backward: plain_kernel(&program, "ce_bwd"),
+        }
+    });
+    ampere(ordinal).then(|| &*KERNELS)
 }
 
 /// The NF4 dequantization kernel of CUDA device `ordinal`, compiled on first use.

@@ -26,7 +26,7 @@ use super::bridge::{
     CudaTensor, Fused, Trained, cube_float, cube_int, empty, fused, launch_ordered, ordinal, same,
 };
 use super::gemm::{Operand, blas, gemm};
-use super::kernels::{NF4_THREADS, nf4_kernel, stream};
+use super::kernels::{NF4_THREADS, ampere, nf4_kernel, stream};
 use crate::backend::Backend;
 use crate::linear::{BaseWeight, Operands};
 
@@ -81,8 +81,8 @@ pub fn lora_linears<B: Backend>(
     }
 }
 
-/// bf16 everywhere (NF4 codes as i32 words whose blocks hold whole words), enough work, on a
-/// CUDA device where cuBLAS loads.
+/// bf16 everywhere (NF4 codes as i32 words whose blocks hold whole words), enough work, on an
+/// Ampere or newer CUDA device where cuBLAS loads.
 fn supported<B: Backend>(x: &Tensor<B, 2>, projections: &[Operands<B>]) -> bool {
     let bf16 = |t: &Tensor<B, 2>| t.dtype() == DType::BF16;
     let [rows, inner] = x.dims();
@@ -105,7 +105,7 @@ fn supported<B: Backend>(x: &Tensor<B, 2>, projections: &[Operands<B>]) -> bool 
                     .as_ref()
                     .is_none_or(|l| bf16(&l.input) && bf16(&l.a) && bf16(&l.b))
         })
-        && ordinal(&x.device()).is_some_and(|o| blas(o).is_some())
+        && ordinal(&x.device()).is_some_and(|o| ampere(o) && blas(o).is_some())
 }
 
 /// A frozen weight's buffers: dense `[n, k]`, or NF4.

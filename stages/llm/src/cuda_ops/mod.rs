@@ -3,7 +3,8 @@
 //! hand-written backward pass; the plain burn implementation next to its caller is the
 //! reference it is tested against.
 //!
-//! tigerflow's own attention kernels are launched by cubecl in order with burn's
+//! tigerflow's own attention kernels, those of the small operations around the projections
+//! (RMSNorm, rotary embeddings, SwiGLU) and the cross-entropy's are launched by cubecl in order with burn's
 //! (`source_kernel`). cuBLAS, the NF4 kernel beside it and the optimizer's device copies run on a
 //! stream of tigerflow's own, since cubecl does not expose its streams; the two streams are
 //! ordered through flags in device memory, not by the host waiting (see `bridge`). Each such
@@ -13,16 +14,24 @@
 
 mod bridge;
 mod concat;
+mod cross_entropy;
 mod flash_attention;
 mod gemm;
 mod kernels;
 mod lora_linear;
+mod rms_norm;
+mod rotary;
 mod source_kernel;
+mod swiglu;
 
 pub use concat::concat_flat;
+pub use cross_entropy::nll_sum;
 pub use flash_attention::flash_attention;
-pub use kernels::{HEAD_DIMS, flash_kernels, set_ptx_cache};
+pub use kernels::{HEAD_DIMS, flash_kernels, layer_kernels, loss_kernels, set_ptx_cache};
 pub use lora_linear::{MIN_MACS, lora_linears};
+pub use rms_norm::rms_norm;
+pub use rotary::rotary;
+pub use swiglu::swiglu;
 
 /// Whether cuBLAS loads on CUDA device `ordinal` (starting it there on first use).
 pub fn has_cublas(ordinal: usize) -> bool {

@@ -21,7 +21,10 @@ use tigerflow_llm::backend::CpuBackend;
 use tigerflow_llm::concat::concat_flat;
 use tigerflow_llm::linear::{BaseWeight, Operands, adapted_linears};
 use tigerflow_llm::lora::LoraTerm;
+use tigerflow_llm::loss::{loss_value, nll_sum};
+use tigerflow_llm::model::{RmsNorm, swiglu};
 use tigerflow_llm::nf4::Nf4Tensor;
+use tigerflow_llm::rope::Rotary;
 use tigerflow_train::packing::{collate, pack};
 
 use super::*;
@@ -218,6 +221,180 @@ pub fn check_flash_attention(device: &burn::backend::cuda::CudaDevice, p: Precis
             rel <= p.value,
             "{shape:?}: inference output (max rel {rel})"
         );
+    }
+}
+
+/// Rows, tokens, heads and head dim of the layer-operation check: heads of SmolLM2's size.
+const LAYER_SHAPE: [usize; 4] = [2, 96, 4, 64];
+/// Where the second row's positions start: far enough that bf16 could not hold them.
+const FAR_POSITION: i64 = 3_990;
+
+/// The inputs of the layer-operation check: RMSNorm's and the rotary split's `[rows, len,
+/// heads · head_dim]`, SwiGLU's gate and up at twice that width.
+fn layer_inputs<M: Backend>(device: &M::Device) -> [Tensor<M, 3>; 4] {
+    let [rows, len, heads, head_dim] = LAYER_SHAPE;
+    let width = heads * head_dim;
+    let tensor = |w: usize, seed| {
+        let data = TensorData::new(bf16_values(rows * len * w, seed), [rows, len, w]);
+        Tensor::<M, 3>::from_data(data, device)
+    };
+    [
+        tensor(width, 11),
+        tensor(width, 12),
+        tensor(2 * width, 13),
+        tensor(2 * width, 14),
+    ]
+}
+
+/// RMSNorm of the first input, the rotated heads of the second (positions of the second row
+/// start at `FAR_POSITION`) as `[rows · heads, len, head_dim]`, and SwiGLU of the last two.
+fn layer_outputs<M: Backend>(inputs: &[Tensor<M, 3>; 4], device: &M::Device) -> [Tensor<M, 3>; 3] {
+    let [rows, len, heads, head_dim] = LAYER_SHAPE;
+    let width = heads * head_dim;
+    let [x, q, gate, up] = inputs.clone();
+    let scale: Vec<f32> = bf16_values(width, 15)
+        .iter()
+        .map(|v| 1.0 + 0.5 * v)
+        .collect();
+    let norm = RmsNorm::new(
+        Tensor::from_data(TensorData::new(scale, [width]), device),
+        1e-5,
+    );
+    let positions: Vec<i64> = (0..rows as i64)
+        .flat_map(|row| (0..len as i64).map(move |i| row * FAR_POSITION + i))
+        .collect();
+    let ids = Tensor::<M, 2, Int>::from_data(TensorData::new(positions, [rows, len]), device);
+    let inv_freq: Vec<f32> = (0..head_dim / 2)
+        .map(|i| 1.0 / 10_000f32.powf(2.0 * i as f32 / head_dim as f32))
+        .collect();
+    let rotated = Rotary::new(&inv_freq, ids)
+        .apply_to_heads(q, heads)
+        .reshape([rows * heads, len, head_dim]);
+    [norm.forward(x), rotated, swiglu(gate, up)]
+}
+
+const LAYER_OUTPUTS: [&str; 3] = ["rms_norm", "rotary", "swiglu"];
+/// The inputs each output depends on, by index into [`layer_inputs`].
+const LAYER_INPUTS_USED: [&[usize]; 3] = [&[0], &[1], &[2, 3]];
+
+/// Outputs and input gradients of the layer operations on `M`, each gradient of
+/// `sum(w · output)`, named.
+fn layer_grads_on<M: AutodiffBackend>(device: &M::Device) -> Vec<(String, Vec<f32>)> {
+    let inputs = layer_inputs::<M>(device).map(|t| t.require_grad());
+    let outputs = layer_outputs(&inputs, device);
+    let mut results = Vec::new();
+    for (o, out) in outputs.into_iter().enumerate() {
+        let dims = out.dims();
+        let w = Tensor::<M, 3>::from_data(
+            TensorData::new(bf16_values(dims.iter().product(), 20 + o as u64), dims),
+            device,
+        );
+        results.push((format!("{} out", LAYER_OUTPUTS[o]), to_vec(out.clone())));
+        let grads = (out * w).sum().backward();
+        for &i in LAYER_INPUTS_USED[o] {
+            let grad = inputs[i].grad(&grads).expect("an input of the loss");
+            results.push((format!("{} d input {i}", LAYER_OUTPUTS[o]), to_vec(grad)));
+        }
+    }
+    results
+}
+
+/// The kernels of RMSNorm, the rotary split into heads and SwiGLU (bf16, with and without
+/// autodiff) against burn's operations on the CPU in f32: outputs and input gradients, with
+/// positions up to 4085 in the rotary tables.
+pub fn check_layer_ops(device: &burn::backend::cuda::CudaDevice, p: Precision) {
+    type Gpu = tigerflow_llm::backend::CudaBackend<tigerflow_llm::backend::bf16>;
+    assert!(
+        tigerflow_llm::cuda::has_layer_kernels(device.index),
+        "the layer kernels did not load"
+    );
+    let cpu = layer_grads_on::<Autodiff<CpuBackend>>(&Default::default());
+    let gpu = layer_grads_on::<Autodiff<Gpu>>(device);
+    assert_eq!(gpu.len(), cpu.len());
+    for ((name, gpu), (_, cpu)) in gpu.iter().zip(&cpu) {
+        let limit = if name.ends_with("out") {
+            p.value
+        } else {
+            p.grad
+        };
+        let rel = max_rel(gpu, cpu);
+        assert!(
+            rel <= limit,
+            "{name} differs from the CPU's (max rel {rel})"
+        );
+    }
+    let inputs = layer_inputs::<Gpu>(device);
+    for (o, out) in layer_outputs(&inputs, device).into_iter().enumerate() {
+        let name = format!("{} out", LAYER_OUTPUTS[o]);
+        let (_, cpu) = cpu.iter().find(|(n, _)| *n == name).expect("every output");
+        let rel = max_rel(&to_vec(out), cpu);
+        assert!(rel <= p.value, "{name} without autodiff (max rel {rel})");
+    }
+}
+
+/// Vocabulary sizes of the cross-entropy check: one read in 16-byte vectors, one not.
+const LOSS_VOCABS: [usize; 2] = [1024, 1003];
+/// Rows and tokens of the cross-entropy check.
+const LOSS_ROWS: [usize; 2] = [2, 48];
+
+/// Logits, labels and weights of the cross-entropy check for `vocab` entries on `M`; a quarter
+/// of the tokens do not count.
+fn loss_inputs<M: Backend>(
+    vocab: usize,
+    device: &M::Device,
+) -> (Tensor<M, 3>, Tensor<M, 3, Int>, Tensor<M, 3>) {
+    let [rows, len] = LOSS_ROWS;
+    let tokens = rows * len;
+    let values: Vec<f32> = bf16_values(tokens * vocab, 31)
+        .iter()
+        .map(|v| 4.0 * v)
+        .collect();
+    let labels: Vec<i64> = (0..tokens as i64)
+        .map(|i| (i * 7919) % vocab as i64)
+        .collect();
+    let weights: Vec<f32> = (0..tokens).map(|i| f32::from(i % 4 != 3)).collect();
+    (
+        Tensor::from_data(TensorData::new(values, [rows, len, vocab]), device),
+        Tensor::from_data(TensorData::new(labels, [rows, len, 1]), device),
+        Tensor::from_data(TensorData::new(weights, [rows, len, 1]), device),
+    )
+}
+
+/// The summed loss and the logits' gradient of [`nll_sum`] on `M`.
+fn loss_on<M: AutodiffBackend>(vocab: usize, device: &M::Device) -> (f64, Vec<f32>) {
+    let (logits, labels, weights) = loss_inputs::<M>(vocab, device);
+    let logits = logits.require_grad();
+    let loss = nll_sum(logits.clone(), labels, weights);
+    let value = loss_value(loss.clone());
+    let grads = loss.backward();
+    (
+        value,
+        to_vec(logits.grad(&grads).expect("the loss's input")),
+    )
+}
+
+/// The cross-entropy kernels (bf16 logits, with and without autodiff) against burn's
+/// `log_softmax` on the CPU in f32: the summed loss and the logits' gradient.
+pub fn check_cross_entropy(device: &burn::backend::cuda::CudaDevice, p: Precision) {
+    type Gpu = tigerflow_llm::backend::CudaBackend<tigerflow_llm::backend::bf16>;
+    assert!(
+        tigerflow_llm::cuda::has_loss_kernels(device.index),
+        "the cross-entropy kernels did not load"
+    );
+    for vocab in LOSS_VOCABS {
+        let (cpu_loss, cpu_grad) = loss_on::<Autodiff<CpuBackend>>(vocab, &Default::default());
+        let (gpu_loss, gpu_grad) = loss_on::<Autodiff<Gpu>>(vocab, device);
+        let (logits, labels, weights) = loss_inputs::<Gpu>(vocab, device);
+        let plain_loss = loss_value(nll_sum(logits, labels, weights));
+        for (name, loss) in [("autodiff", gpu_loss), ("inference", plain_loss)] {
+            let rel = ((loss - cpu_loss) / cpu_loss).abs();
+            assert!(
+                rel <= f64::from(p.value),
+                "vocab {vocab}, {name}: loss {loss} against {cpu_loss}"
+            );
+        }
+        let rel = max_rel(&gpu_grad, &cpu_grad);
+        assert!(rel <= p.grad, "vocab {vocab}: d logits (max rel {rel})");
     }
 }
 
