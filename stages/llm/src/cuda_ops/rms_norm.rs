@@ -1,6 +1,7 @@
 //! RMSNorm with a frozen weight as one kernel each way (`kernels/layer_ops.cu`), on bf16 CUDA
 //! tensors. burn computes it in seven operations forward and about twice as many backward; on
-//! SmolLM2-135M the host's cost of each operation, not the GPU's, set the step's time.
+//! SmolLM2-135M each of burn's operations costs host time as well as GPU time (BENCHMARKS.md, "The
+//! small operations as kernels").
 //!
 //! The backward pass recomputes each row's scale from the saved input instead of keeping it.
 

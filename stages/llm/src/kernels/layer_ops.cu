@@ -1,7 +1,7 @@
 // The small operations of a decoder layer around its projections, forward and backward: RMSNorm
 // (with a frozen weight), rotary embeddings fused with the split into heads, and SwiGLU. bf16 in
-// and out, f32 arithmetic. Each replaces several of burn's operations, whose per-operation cost
-// on the host dominated a SmolLM2-135M step (BENCHMARKS.md, "The small operations as kernels").
+// and out, f32 arithmetic. Each replaces several of burn's operations, each of which costs host time
+// as well as GPU time (BENCHMARKS.md, "The small operations as kernels").
 //
 // Launched by cubecl on burn's stream: buffers first, the scalars last as one struct passed by
 // value. Nothing is #included: bf16 values travel as `unsigned short` bits. Every kernel runs 1-D
