@@ -10,6 +10,7 @@ pub mod cuda;
 #[cfg(feature = "cuda")]
 mod cuda_ops;
 pub mod device;
+pub mod dropout;
 pub mod failure;
 pub mod generate;
 pub mod gguf;

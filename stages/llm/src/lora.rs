@@ -7,8 +7,9 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
+use crate::dropout::dropout;
 use crate::linear::linear;
 
 /// The Llama projections PEFT calls "all linear" (`lora_target_linear = true`), in HF order.
@@ -103,9 +104,7 @@ impl<B: Backend> LoraAdapter<B> {
     /// tracked (training), as in PEFT's `model.train()`.
     pub fn term(&self, x: Tensor<B, 2>) -> LoraTerm<B> {
         let input = if self.dropout > 0.0 && B::ad_enabled(&x.device()) {
-            let keep = 1.0 - self.dropout;
-            let mask = x.random_like(Distribution::Bernoulli(keep));
-            x.mul(mask).div_scalar(keep)
+            dropout(x, self.dropout)
         } else {
             x
         };

@@ -7,7 +7,8 @@
 //! forward runs layer by layer without keeping the graph, the head's backward gives ∂loss/∂h_L,
 //! then every layer is run again with its graph and back-propagated alone (a vector-Jacobian
 //! product with the gradient coming from above). Dropout masks are re-drawn identically because
-//! the backend RNG is re-seeded before every layer, in both passes and in both modes.
+//! dropout is re-seeded before every layer (`tigerflow_llm::dropout::seed`), in both passes and
+//! in both modes.
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -122,7 +123,7 @@ fn run_layer<B: Backend>(
     micro_seed: u64,
     device: &B::Device,
 ) -> Tensor<B, 3> {
-    B::seed(device, layer_seed(micro_seed, l));
+    tigerflow_llm::dropout::seed::<B>(device, layer_seed(micro_seed, l));
     let keys = Keys::Own(Some(shared.segment_ids.clone()));
     layer.forward(x, &shared.rotary, keys)
 }

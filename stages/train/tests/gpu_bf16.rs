@@ -39,6 +39,11 @@ fn the_layer_kernels_match_the_cpu() {
 }
 
 #[test]
+fn the_dropout_kernel_keeps_its_specified_masks() {
+    check_dropout(&cuda());
+}
+
+#[test]
 fn the_cross_entropy_kernels_match_the_cpu() {
     check_cross_entropy(&cuda(), BF16);
 }

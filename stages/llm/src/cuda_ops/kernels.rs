@@ -183,6 +183,7 @@ pub struct LayerKernels {
     pub rotary_bwd: SourceKernel,
     pub swiglu_fwd: SourceKernel,
     pub swiglu_bwd: SourceKernel,
+    pub dropout: SourceKernel,
 }
 
 /// The layer kernels, which cubecl compiles on first launch; `None` on GPUs older than Ampere:
@@ -198,6 +199,7 @@ pub fn layer_kernels(ordinal: usize) -> Option<&'static LayerKernels> {
             rotary_bwd: kernel("rotary_bwd"),
             swiglu_fwd: kernel("swiglu_fwd"),
             swiglu_bwd: kernel("swiglu_bwd"),
+            dropout: kernel("dropout"),
         }
     });
     ampere(ordinal).then(|| &*KERNELS)

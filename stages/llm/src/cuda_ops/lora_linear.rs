@@ -32,12 +32,13 @@ use crate::linear::{BaseWeight, Operands};
 
 type Inputs<B> = (Tensor<B, 2>, Vec<Operands<B>>);
 
-/// Multiply-adds (`rows · in · Σ out`) below which burn's matmul is kept. cuBLAS saves about
-/// 4.4e-15 s per multiply-add over burn's matmul (H100, 7B products, BENCHMARKS.md), and each
-/// operation leaves the GPU idle for an estimated 25 µs while the two streams hand over, so the
-/// break-even is near 6e9 multiply-adds; 2^32 keeps SmolLM2-135M's q, k, v, gate, up and down
-/// products of 8192 rows on cuBLAS and its o projection (2.7e9) on burn. Decoding stays on burn.
-pub const MIN_MACS: usize = 1 << 32;
+/// Multiply-adds (`rows · in · Σ out`) below which burn's matmul is kept. Each operation leaves
+/// the GPU idle for a few microseconds while the two streams hand over (`bridge`), and cuBLAS
+/// saves about 4.4e-15 s per multiply-add over burn's matmul on 7B's products (H100,
+/// BENCHMARKS.md); on SmolLM2-135M's o projection (8192 rows, 2.7e9) burn's matmul and its
+/// adapter's took 21–36 ms of GPU time per micro-batch (BENCHMARKS.md, the pass-20 profile), so
+/// 2^31 sends every projection of both shapes to cuBLAS. Decoding (a few rows) stays on burn.
+pub const MIN_MACS: usize = 1 << 31;
 
 /// [`crate::linear::adapted_linears`] through cuBLAS when every tensor is bf16 on the CUDA
 /// backend (with or without autodiff), the products are large enough and cuBLAS loads; otherwise

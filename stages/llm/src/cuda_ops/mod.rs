@@ -4,7 +4,7 @@
 //! reference it is tested against.
 //!
 //! tigerflow's own attention kernels, those of the small operations around the projections
-//! (RMSNorm, rotary embeddings, SwiGLU) and the cross-entropy's are launched by cubecl in order with burn's
+//! (RMSNorm, rotary embeddings, SwiGLU, dropout) and the cross-entropy's are launched by cubecl in order with burn's
 //! (`source_kernel`). cuBLAS, the NF4 kernel beside it and the optimizer's device copies run on a
 //! stream of tigerflow's own, since cubecl does not expose its streams; the two streams are
 //! ordered through flags in device memory, not by the host waiting (see `bridge`). Each such
@@ -15,6 +15,7 @@
 mod bridge;
 mod concat;
 mod cross_entropy;
+mod dropout;
 mod flash_attention;
 mod gemm;
 mod kernels;
@@ -26,6 +27,7 @@ mod swiglu;
 
 pub use concat::concat_flat;
 pub use cross_entropy::nll_sum;
+pub use dropout::{dropout, seed_dropout};
 pub use flash_attention::flash_attention;
 pub use kernels::{HEAD_DIMS, flash_kernels, layer_kernels, loss_kernels, set_ptx_cache};
 pub use lora_linear::{MIN_MACS, lora_linears};

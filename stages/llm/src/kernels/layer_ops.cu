@@ -14,6 +14,7 @@
 //   rotary_bwd      ceil(pairs / THREADS)     the same pairs of the gradient
 //   swiglu_fwd      ceil(n / THREADS)         one element per thread
 //   swiglu_bwd      ceil(n / THREADS)         one element per thread
+//   dropout         ceil(n / 2 / THREADS)     two elements per thread
 //
 // with pairs = batch * len * heads * head_dim / 2.
 
@@ -32,6 +33,14 @@ struct Heads {
 
 struct Count {
     int n;
+};
+
+// keep_below = keep · 2³² (saturated): an element is kept when its 32 random bits are below it.
+struct Dropout {
+    unsigned long long seed;
+    int n;
+    unsigned keep_below;
+    float scale;  // 1 / keep, as PyTorch scales what dropout keeps
 };
 
 __device__ __forceinline__ float from_bf16(unsigned short bits) {
@@ -174,4 +183,28 @@ swiglu_bwd(const unsigned short* __restrict__ gate, const unsigned short* __rest
     const float s = sigmoid(g);
     dgate[i] = to_bf16(d * u * s * (1.f + g * (1.f - s)));
     dup[i] = to_bf16(d * g * s);
+}
+
+// splitmix64's output function: a bijection of 64-bit words whose outputs for consecutive inputs
+// pass as independent uniform bits, so a mask needs no generator state, only a seed and an index.
+__device__ __forceinline__ unsigned long long mix64(unsigned long long z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// y = x · mask · (1 / keep). The mask of elements 2t and 2t + 1 is the low and high half of
+// mix64(seed + t · golden), so the backward pass gets the same mask by running this kernel on the
+// gradient with the same seed, and nothing is stored between the two.
+extern "C" __global__ void __launch_bounds__(THREADS)
+dropout(const unsigned short* __restrict__ x, unsigned short* __restrict__ y, const Dropout d) {
+    const long long t = (long long)blockIdx.x * THREADS + threadIdx.x;
+    const long long i = 2 * t;
+    if (i >= d.n) return;
+    const unsigned long long bits = mix64(d.seed + (unsigned long long)t * 0x9e3779b97f4a7c15ull);
+    const unsigned uniform[2] = {static_cast<unsigned>(bits), static_cast<unsigned>(bits >> 32)};
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+        if (i + k < d.n) y[i + k] = uniform[k] < d.keep_below ? to_bf16(from_bf16(x[i + k]) * d.scale) : 0;
+    }
 }

@@ -332,6 +332,108 @@ pub fn check_layer_ops(device: &burn::backend::cuda::CudaDevice, p: Precision) {
     }
 }
 
+/// Shape of the dropout check (an odd count, so that the kernel's last thread has one element)
+/// and its drop probability.
+const DROPOUT_SHAPE: [usize; 2] = [1025, 1023];
+const DROPOUT_P: f64 = 0.1;
+
+/// splitmix64's output function, which the dropout kernel hashes with.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Which of `n` elements the first dropout call after `dropout::seed(stream)` keeps, as the
+/// kernel is specified: the call's seed is `mix64(stream)`, and elements `2t` and `2t + 1` are
+/// kept when the low and the high half of `mix64(seed + t · 0x9e3779b97f4a7c15)` lie below
+/// `keep · 2³²`.
+fn dropout_keeps(stream: u64, n: usize) -> Vec<bool> {
+    let seed = mix64(stream);
+    let below = ((1.0 - DROPOUT_P) * 2f64.powi(32)) as u64;
+    (0..n)
+        .map(|i| {
+            let bits = mix64(seed.wrapping_add((i / 2) as u64 * 0x9e37_79b9_7f4a_7c15));
+            let half = if i % 2 == 0 {
+                bits & 0xffff_ffff
+            } else {
+                bits >> 32
+            };
+            half < below
+        })
+        .collect()
+}
+
+/// `dropout(x)` and the gradient of `sum(w · dropout(x))` on `M` for the stream seeded `stream`.
+fn dropout_on<M: AutodiffBackend>(stream: u64, device: &M::Device) -> [Vec<f32>; 2] {
+    let tensor = |seed| {
+        let data = TensorData::new(
+            bf16_values(DROPOUT_SHAPE.iter().product(), seed),
+            DROPOUT_SHAPE,
+        );
+        Tensor::<M, 2>::from_data(data, device)
+    };
+    let x = tensor(40).require_grad();
+    tigerflow_llm::dropout::seed::<M>(device, stream);
+    let y = tigerflow_llm::dropout::dropout(x.clone(), DROPOUT_P);
+    let grads = (y.clone() * tensor(41)).sum().backward();
+    [
+        to_vec(y),
+        to_vec(x.grad(&grads).expect("x is an input of the loss")),
+    ]
+}
+
+/// The dropout kernel: its masks are the hashes it is specified by (so a re-seeded layer drops
+/// the same elements), it keeps a fraction `1 − p` with pairs independent (within five standard
+/// deviations), scales what it keeps by `1 / (1 − p)` in f32 as PyTorch does, passes the gradient
+/// through the same mask, and gives the same values without autodiff.
+pub fn check_dropout(device: &burn::backend::cuda::CudaDevice) {
+    type Gpu = tigerflow_llm::backend::CudaBackend<tigerflow_llm::backend::bf16>;
+    assert!(
+        tigerflow_llm::cuda::has_layer_kernels(device.index),
+        "the layer kernels did not load"
+    );
+    let n: usize = DROPOUT_SHAPE.iter().product();
+    let stream = 7;
+    let keeps = dropout_keeps(stream, n);
+    let scale = (1.0 / (1.0 - DROPOUT_P)) as f32;
+    let scaled = |v: f32| burn::tensor::bf16::from_f32(v * scale).to_f32();
+    let [x, w] = [40, 41].map(|seed| bf16_values(n, seed));
+    let [y, dx] = dropout_on::<Autodiff<Gpu>>(stream, device);
+    for i in 0..n {
+        let (want_y, want_dx) = if keeps[i] {
+            (scaled(x[i]), scaled(w[i]))
+        } else {
+            (0.0, 0.0)
+        };
+        assert_eq!(y[i], want_y, "dropout(x)[{i}] (kept: {})", keeps[i]);
+        assert_eq!(dx[i], want_dx, "d x[{i}] (kept: {})", keeps[i]);
+    }
+
+    let kept = keeps.iter().filter(|&&k| k).count() as f64 / n as f64;
+    let sigma = (DROPOUT_P * (1.0 - DROPOUT_P) / n as f64).sqrt();
+    assert!(
+        (kept - (1.0 - DROPOUT_P)).abs() < 5.0 * sigma,
+        "kept {kept} of the elements"
+    );
+    let pairs = n / 2;
+    let both_dropped = (0..pairs)
+        .filter(|t| !keeps[2 * t] && !keeps[2 * t + 1])
+        .count() as f64
+        / pairs as f64;
+    let p2 = DROPOUT_P * DROPOUT_P;
+    let sigma = (p2 * (1.0 - p2) / pairs as f64).sqrt();
+    assert!(
+        (both_dropped - p2).abs() < 5.0 * sigma,
+        "both halves of a hash dropped in {both_dropped} of the pairs"
+    );
+
+    let x = Tensor::<Gpu, 2>::from_data(TensorData::new(x, DROPOUT_SHAPE), device);
+    tigerflow_llm::dropout::seed::<Gpu>(device, stream);
+    let plain = to_vec(tigerflow_llm::dropout::dropout(x, DROPOUT_P));
+    assert_eq!(plain, y, "without autodiff the mask or the values differ");
+}
+
 /// Vocabulary sizes of the cross-entropy check: one read in 16-byte vectors, one not.
 const LOSS_VOCABS: [usize; 2] = [1024, 1003];
 /// Rows and tokens of the cross-entropy check.
