@@ -25,7 +25,7 @@ use tigerflow_llm::adapters::attach_fresh;
 use tigerflow_llm::config::LlamaConfig;
 use tigerflow_llm::linear::Projection;
 use tigerflow_llm::lora::{ALL_LINEAR, LoraConfig};
-use tigerflow_llm::loss::nll_sum;
+use tigerflow_llm::loss::head_nll_sum;
 use tigerflow_llm::model::Llama;
 use tigerflow_llm::weights::{WeightError, WeightSource, load_llama, nf4};
 
@@ -428,12 +428,12 @@ fn forward_only<B: AutodiffBackend>(
         sync()?;
         data_s += seconds_since(t);
         let t = Instant::now();
-        let logits = model.forward(
+        let normed = model.forward_hidden(
             tensors.input_ids,
             tensors.position_ids,
             Some(tensors.segment_ids),
         );
-        let loss = nll_sum(logits, tensors.labels, tensors.weights);
+        let loss = head_nll_sum(&model, normed, tensors.labels, tensors.weights);
         sync()?;
         forward_s += seconds_since(t);
         if !recompute {

@@ -13,7 +13,7 @@
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use tigerflow_llm::loss::{loss_value, nll_sum};
+use tigerflow_llm::loss::{head_nll_sum, loss_value};
 use tigerflow_llm::model::{DecoderLayer, Keys, Llama};
 use tigerflow_llm::rope::Rotary;
 
@@ -62,8 +62,8 @@ impl<B: Backend> BatchTensors<B> {
 /// The summed NLL of a batch without gradients (evaluation: dropout is off).
 pub fn eval_nll_sum<B: Backend>(model: &Llama<B>, batch: &Batch, device: &B::Device) -> f64 {
     let t = BatchTensors::<B>::new(batch, device);
-    let logits = model.forward(t.input_ids, t.position_ids, Some(t.segment_ids));
-    loss_value(nll_sum(logits, t.labels, t.weights))
+    let normed = model.forward_hidden(t.input_ids, t.position_ids, Some(t.segment_ids));
+    loss_value(head_nll_sum(model, normed, t.labels, t.weights))
 }
 
 /// The gradients of one adapter: `(lora_A, lora_B)`.
@@ -158,8 +158,9 @@ fn grads_full<B: AutodiffBackend>(
     for l in 0..model.layers.len() {
         x = run_layer(&model.layers[l], l, x, shared, micro_seed, device);
     }
-    let nll = nll_sum(
-        model.logits(model.norm.forward(x)),
+    let nll = head_nll_sum(
+        model,
+        model.norm.forward(x),
         t.labels.clone(),
         t.weights.clone(),
     );
@@ -199,8 +200,9 @@ fn grads_recomputed<B: AutodiffBackend>(
         inputs.push(y);
     }
     let top = inputs[n].clone().require_grad();
-    let nll = nll_sum(
-        model.logits(model.norm.forward(top.clone())),
+    let nll = head_nll_sum(
+        model,
+        model.norm.forward(top.clone()),
         t.labels.clone(),
         t.weights.clone(),
     );
