@@ -60,8 +60,14 @@ pub fn ordinal<D: 'static>(device: &D) -> Option<usize> {
 
 /// The contiguous buffer behind a fused float tensor (running whatever fusion still queues for it).
 pub fn cube_float(tensor: FusedTensor) -> CudaTensor {
+    into_contiguous(cube_float_strided(tensor))
+}
+
+/// The buffer behind a fused float tensor with whatever strides it has: for the operations that
+/// read a layout other than burn's contiguous one without a copy.
+pub fn cube_float_strided(tensor: FusedTensor) -> CudaTensor {
     let client = tensor.client.clone();
-    into_contiguous(client.resolve_tensor_float::<Cube>(tensor))
+    client.resolve_tensor_float::<Cube>(tensor)
 }
 
 /// The contiguous buffer behind a fused int tensor.

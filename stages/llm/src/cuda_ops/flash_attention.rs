@@ -2,15 +2,23 @@
 //! on bf16 CUDA tensors. The scores are computed tile by tile and never stored: the forward
 //! pass keeps the output and each row's log-sum-exp, the backward pass recomputes the
 //! probabilities from them (FlashAttention-2's scheme).
+//!
+//! `v`, the output and their gradients stay token-major (`[B, L, H, D]` in memory, seen as
+//! `[B, H, L, D]` through swapped strides), the layout of the projections before and after
+//! attention: splitting `v` into heads and joining the output's heads were a copy each way, in
+//! every forward and backward pass. `q` and `k` are head-major, as the rotary kernel writes them.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
+use burn_cubecl::kernel::into_contiguous;
 
 use super::bridge::{
-    CudaTensor, Fused, Trained, cube_float, cube_int, empty, fused, ordinal, same,
+    Cube, CudaTensor, Fused, Trained, cube_float, cube_float_strided, cube_int, empty, fused,
+    ordinal, same,
 };
 use super::kernels::{
     DELTA_ROWS_PER_BLOCK, DQ_ELEMENTS_PER_BLOCK, FlashKernels, HEAD_DIMS, TILE, flash_kernels,
@@ -47,10 +55,12 @@ pub fn flash_attention<B: Backend>(
     match same::<Inputs<B>, Inputs<Fused>>(inputs) {
         Ok((q, k, v, s)) => {
             let s = cube_int(segment_ids(s, &q).into_primitive());
-            let [q, k, v] = [q, k, v].map(|t| cube_float(t.into_primitive().tensor()));
+            let [q, k] = [q, k].map(|t| cube_float(t.into_primitive().tensor()));
+            let v = token_major(cube_float_strided(v.into_primitive().tensor()));
             let kernels = kernels_for(&q);
             let (out, _) = forward(&kernels, &q, &k, &v, &s);
-            let out = Tensor::<Fused, 4>::from_primitive(TensorPrimitive::Float(fused(out)));
+            let out =
+                Tensor::<Fused, 4>::from_primitive(TensorPrimitive::Float(fused(heads_view(out))));
             Ok(same(out).unwrap_or_else(|_| unreachable!("B is Fused")))
         }
         Err(inputs) => Err(inputs),
@@ -84,12 +94,24 @@ fn segment_ids<B: Backend>(
     segments.unwrap_or_else(|| Tensor::zeros([batch, len], &q.device()))
 }
 
+/// `[B, H, L, D]` `t` as the contiguous token-major buffer `[B, L, H, D]`; a copy only when `t`
+/// is not already a view of one.
+fn token_major(t: CudaTensor) -> CudaTensor {
+    into_contiguous(Cube::float_swap_dims(t, 1, 2))
+}
+
+/// Token-major `[B, L, H, D]` `t` seen as `[B, H, L, D]` (no copy).
+fn heads_view(t: CudaTensor) -> CudaTensor {
+    Cube::float_swap_dims(t, 1, 2)
+}
+
 fn kernels_for(q: &CudaTensor) -> std::sync::Arc<FlashKernels> {
     let head_dim = q.meta.shape()[3];
     flash_kernels(q.device.index, head_dim).expect("checked by `supported`")
 }
 
-/// What the backward pass needs: the inputs, the output and its log-sum-exp.
+/// What the backward pass needs: the inputs, the output and its log-sum-exp (`v` and the output
+/// token-major).
 #[derive(Debug, Clone)]
 struct Saved {
     q: CudaTensor,
@@ -107,10 +129,11 @@ impl Backward<Fused, 3> for FlashBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let d_out = cube_float(grads.consume::<Fused>(&ops.node));
+        let d_out = token_major(cube_float_strided(grads.consume::<Fused>(&ops.node)));
         let s = ops.state;
         let kernels = kernels_for(&s.q);
         let (dq, dk, dv) = backward(&kernels, &s, &d_out);
+        let dv = heads_view(dv);
         let [q_node, k_node, v_node] = ops.parents;
         for (node, grad) in [(q_node, dq), (k_node, dk), (v_node, dv)] {
             if let Some(node) = node {
@@ -130,7 +153,8 @@ fn tracked(
     let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
     let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
     let segments = cube_int(segments.into_primitive());
-    let [cq, ck, cv] = [&q, &k, &v].map(|t| cube_float(t.primitive.clone()));
+    let [cq, ck] = [&q, &k].map(|t| cube_float(t.primitive.clone()));
+    let cv = token_major(cube_float_strided(v.primitive.clone()));
     let kernels = kernels_for(&cq);
     let (out, lse) = forward(&kernels, &cq, &ck, &cv, &segments);
     let result = match FlashBackward
@@ -147,9 +171,9 @@ fn tracked(
                 out: out.clone(),
                 lse,
             };
-            prep.finish(saved, fused(out))
+            prep.finish(saved, fused(heads_view(out)))
         }
-        OpsKind::UnTracked(prep) => prep.finish(fused(out)),
+        OpsKind::UnTracked(prep) => prep.finish(fused(heads_view(out))),
     };
     Tensor::from_primitive(TensorPrimitive::Float(result))
 }
@@ -173,7 +197,8 @@ fn shape4(t: &CudaTensor) -> [usize; 4] {
     [shape[0], shape[1], shape[2], shape[3]]
 }
 
-/// The output `[B, H, L, D]` (bf16) and each row's log-sum-exp `[B, H, L]` (f32).
+/// The token-major output `[B, L, H, D]` (bf16) and each row's log-sum-exp `[B, H, L]` (f32),
+/// for head-major `q` `[B, H, L, D]` and `k` `[B, KV, L, D]` and token-major `v` `[B, L, KV, D]`.
 fn forward(
     kernels: &FlashKernels,
     q: &CudaTensor,
@@ -181,8 +206,8 @@ fn forward(
     v: &CudaTensor,
     segments: &CudaTensor,
 ) -> (CudaTensor, CudaTensor) {
-    let [batch, heads, len, _] = shape4(q);
-    let out = empty(q, q.meta.shape().clone(), DType::BF16);
+    let [batch, heads, len, head_dim] = shape4(q);
+    let out = empty(q, [batch, len, heads, head_dim], DType::BF16);
     let lse = empty(q, [batch, heads, len], DType::F32);
     let buffers = [q, k, v, segments, &out, &lse];
     assert_vector_aligned(&buffers);
@@ -197,7 +222,8 @@ fn forward(
     (out, lse)
 }
 
-/// (dq, dk, dv) for the output gradient `d_out`.
+/// (dq, dk, dv) for the token-major output gradient `d_out`; dq and dk head-major, dv
+/// token-major.
 fn backward(
     kernels: &FlashKernels,
     s: &Saved,
@@ -212,8 +238,8 @@ fn backward(
     let delta = empty(&s.q, [rows], DType::F32);
     let dq_sum = empty(&s.q, q_shape.clone(), DType::F32);
     let dq = empty(&s.q, q_shape, DType::BF16);
-    let dk = empty(&s.q, kv_shape.clone(), DType::BF16);
-    let dv = empty(&s.q, kv_shape, DType::BF16);
+    let dk = empty(&s.q, kv_shape, DType::BF16);
+    let dv = empty(&s.q, [batch, len, kv_heads, head_dim], DType::BF16);
     let blocks = |n: usize, per: usize| (n.div_ceil(per) as u32, 1, 1);
     let delta_buffers = [&s.out, d_out, &delta, &dq_sum];
     let main_buffers = [
@@ -237,7 +263,7 @@ fn backward(
         kernels.delta.clone(),
         blocks(rows, DELTA_ROWS_PER_BLOCK),
         &delta_buffers,
-        &[Scalar::I32(rows as i32)],
+        &dims(&s.q, &s.k),
     );
     let grid = ((len / TILE) as u32, (batch * kv_heads) as u32, 1);
     launch(
@@ -259,7 +285,8 @@ fn backward(
 
 /// The kernels read and write 16-byte vectors. The buffers they get are fresh allocations
 /// (RoPE's and the projections' outputs, or contiguous copies), which cubecl aligns to 512
-/// bytes; a buffer that starts inside another must start on a 16-byte boundary too.
+/// bytes, or a projection's output seen through a reshape; a buffer that starts inside another
+/// must start on a 16-byte boundary too.
 fn assert_vector_aligned(buffers: &[&CudaTensor]) {
     assert!(
         buffers

@@ -27,6 +27,11 @@
 //
 // Visibility: query i of row b sees key j iff j <= i and seg[b,i] == seg[b,j]. Segment ids are
 // non-decreasing along a row except for trailing padding (-1), which sees only padding.
+//
+// Layouts. q, k, dq_accum and dk are head-major, [batch, heads, len, HEAD_DIM]: the rotary
+// kernel writes q and k so and reads their gradients so. v, out, dout and dv are token-major,
+// [batch, len, heads, HEAD_DIM], the layout of the projections on either side, so that no copy
+// moves them between the two. lse and delta are [batch, heads, len].
 
 #ifndef HEAD_DIM
 #error "compile with -DHEAD_DIM=64 or -DHEAD_DIM=128"
@@ -65,7 +70,7 @@ struct Dims {
     float scale;
 };
 
-// The scalar argument of the element-wise kernels: how many rows or elements there are.
+// The scalar argument of flash_bwd_dq: how many elements there are.
 struct Count {
     int n;
 };
@@ -175,19 +180,20 @@ __device__ __forceinline__ unsigned swizzle(int row, int chunk, int chunks_per_r
     return static_cast<unsigned>((row * chunks_per_row + (chunk ^ (row & 7))) * 16);
 }
 
-// Starts copying 64 rows of HEAD_DIM bf16 (row stride HEAD_DIM) into a swizzled tile. Each pass
-// covers a multiple of 8 rows, so a thread's swizzled chunk is the same on every pass and all its
-// copies are one base address plus constants.
+// Starts copying 64 rows of HEAD_DIM bf16, `stride` elements apart (HEAD_DIM head-major,
+// heads * HEAD_DIM token-major), into a swizzled tile. Each pass covers a multiple of 8 rows, so a
+// thread's swizzled chunk is the same on every pass and all its copies are one base address plus
+// constants.
 constexpr int kRowsPerPass = NUM_THREADS / kChunks;
 static_assert(kRowsPerPass % 8 == 0, "loader passes must keep the swizzle phase");
 
-__device__ __forceinline__ void load_tile_async(unsigned tile, const unsigned short* src) {
+__device__ __forceinline__ void load_tile_async(unsigned tile, const unsigned short* src, int stride) {
     const int row = threadIdx.x / kChunks, chunk = threadIdx.x % kChunks;
     const unsigned dst = tile + swizzle(row, chunk, kChunks);
-    const unsigned short* from = src + row * HEAD_DIM + chunk * 8;
+    const unsigned short* from = src + (long long)row * stride + chunk * 8;
 #pragma unroll
     for (int pass = 0; pass < 64 / kRowsPerPass; ++pass)
-        cp_async_16(dst + pass * kRowsPerPass * HEAD_DIM * 2, from + pass * kRowsPerPass * HEAD_DIM);
+        cp_async_16(dst + pass * kRowsPerPass * HEAD_DIM * 2, from + (long long)pass * kRowsPerPass * stride);
 }
 
 // Starts copying 64 consecutive 4-byte values (segment ids, lse or delta of one tile).
@@ -197,10 +203,10 @@ __device__ __forceinline__ void load_row64_async(unsigned dst, const void* src) 
 }
 
 // Writes a warp's 16 x HEAD_DIM accumulator (mma C layout, rows scaled by row_scale) as bf16
-// rows to global memory, staged through the warp's own 16 rows of a swizzled tile so the global
+// rows `stride` elements apart to global memory, staged through the warp's own 16 rows of a swizzled tile so the global
 // stores are whole 16-byte chunks.
 __device__ __forceinline__ void store_warp_rows(const float (&acc)[HEAD_DIM / 8][4], const float (&row_scale)[2],
-                                                unsigned char* tile, unsigned short* dst) {
+                                                unsigned char* tile, unsigned short* dst, int stride) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
     for (int dt = 0; dt < HEAD_DIM / 8; ++dt) {
@@ -215,7 +221,7 @@ __device__ __forceinline__ void store_warp_rows(const float (&acc)[HEAD_DIM / 8]
 #pragma unroll
     for (int i = lane; i < 16 * kChunks; i += 32) {
         const int row = warp * 16 + i / kChunks, chunk = i % kChunks;
-        *reinterpret_cast<U32x4*>(dst + row * HEAD_DIM + chunk * 8) =
+        *reinterpret_cast<U32x4*>(dst + (long long)row * stride + chunk * 8) =
             *reinterpret_cast<const U32x4*>(tile + swizzle(row, chunk, kChunks));
     }
 }
@@ -337,7 +343,9 @@ flash_fwd(const unsigned short* __restrict__ q, const unsigned short* __restrict
     const int kv_head = (bh - b * heads) / (heads / kv_heads);
     const int q0 = q_tile * BLOCK_M;
     const long long q_offset = ((long long)bh * len + q0) * HEAD_DIM;
-    const long long kv_offset = (long long)(b * kv_heads + kv_head) * len * HEAD_DIM;
+    const long long k_offset = (long long)(b * kv_heads + kv_head) * len * HEAD_DIM;
+    const long long v_offset = (long long)b * len * kv_heads * HEAD_DIM + kv_head * HEAD_DIM;
+    const long long out_offset = ((long long)b * len + q0) * heads * HEAD_DIM + (bh - b * heads) * HEAD_DIM;
     const int* seg_row = seg + (long long)b * len;
 
     const int seg_first_q = seg_row[q0];
@@ -346,13 +354,13 @@ flash_fwd(const unsigned short* __restrict__ q, const unsigned short* __restrict
     const int seg_q[2] = {seg_row[q0 + row_in_tile], seg_row[q0 + row_in_tile + 8]};
 
     auto load_key_tile = [&](int stage, int key_tile) {
-        const long long offset = kv_offset + (long long)key_tile * BLOCK_N * HEAD_DIM;
-        load_tile_async(s_k + stage * kTileBytes, k + offset);
-        load_tile_async(s_v + stage * kTileBytes, v + offset);
+        const long long key0 = (long long)key_tile * BLOCK_N;
+        load_tile_async(s_k + stage * kTileBytes, k + k_offset + key0 * HEAD_DIM, HEAD_DIM);
+        load_tile_async(s_v + stage * kTileBytes, v + v_offset + key0 * kv_heads * HEAD_DIM, kv_heads * HEAD_DIM);
         load_row64_async(s_seg_k + stage * BLOCK_N * 4, seg_row + key_tile * BLOCK_N);
     };
 
-    load_tile_async(s_q, q + q_offset);
+    load_tile_async(s_q, q + q_offset, HEAD_DIM);
     load_key_tile(0, q_tile);
     cp_async_commit();
 
@@ -494,22 +502,26 @@ flash_fwd(const unsigned short* __restrict__ q, const unsigned short* __restrict
             lse[(long long)bh * len + q0 + row_in_tile + 8 * r] = (row_max[r] * scale_log2 + fast_log2(sum)) * kLn2;
     }
     // Nobody reads the other stage any more (no prefetch went there after the last barrier).
-    store_warp_rows(o, inv_sum, smem + (stage ^ 1) * kTileBytes, out + q_offset);
+    store_warp_rows(o, inv_sum, smem + (stage ^ 1) * kTileBytes, out + out_offset, heads * HEAD_DIM);
 }
 
 // ---------------------------------------------------------------------------------------------
-// delta[r] = sum_d out[r,d] * dout[r,d]; 8 threads per row, 16 rows per block. The same threads
-// zero row r of dq_accum, which flash_bwd then accumulates into (one launch fewer than a memset).
+// delta[r] = sum_d out[r,d] * dout[r,d] for the rows r = (b, h, l) of lse; 8 threads per row, 16
+// rows per block. The same threads zero row r of dq_accum, which flash_bwd then accumulates into
+// (one launch fewer than a memset).
 
 extern "C" __global__ void __launch_bounds__(NUM_THREADS)
 flash_bwd_delta(const unsigned short* __restrict__ out, const unsigned short* __restrict__ dout,
-                float* __restrict__ delta, float* __restrict__ dq_accum, const Count rows) {
+                float* __restrict__ delta, float* __restrict__ dq_accum, const Dims dims) {
     const int part = threadIdx.x % 8;
     const long long row = (long long)blockIdx.x * DELTA_ROWS_PER_BLOCK + threadIdx.x / 8;
+    const long long rows = (long long)dims.batch * dims.heads * dims.len;
     float acc = 0.f;
-    if (row < rows.n) {
-        const U32x4* o = reinterpret_cast<const U32x4*>(out + row * HEAD_DIM);
-        const U32x4* g = reinterpret_cast<const U32x4*>(dout + row * HEAD_DIM);
+    if (row < rows) {
+        const long long bh = row / dims.len, l = row - bh * dims.len, b = bh / dims.heads;
+        const long long token = ((b * dims.len + l) * dims.heads + (bh - b * dims.heads)) * HEAD_DIM;
+        const U32x4* o = reinterpret_cast<const U32x4*>(out + token);
+        const U32x4* g = reinterpret_cast<const U32x4*>(dout + token);
         F32x4* dq_row = reinterpret_cast<F32x4*>(dq_accum + row * HEAD_DIM);
 #pragma unroll
         for (int c = part; c < kChunks; c += 8) {
@@ -521,7 +533,7 @@ flash_bwd_delta(const unsigned short* __restrict__ out, const unsigned short* __
     acc += __shfl_xor_sync(0xffffffffu, acc, 4);
     acc += __shfl_xor_sync(0xffffffffu, acc, 2);
     acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-    if (part == 0 && row < rows.n) delta[row] = acc;
+    if (part == 0 && row < rows) delta[row] = acc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,7 +575,8 @@ flash_bwd(const unsigned short* __restrict__ q, const unsigned short* __restrict
     const int head_end = (kv_head + 1) * group;
     const int num_tiles = len / BLOCK_M;
     const int k0 = key_tile * BLOCK_N;
-    const long long kv_offset = ((long long)(b * kv_heads + kv_head) * len + k0) * HEAD_DIM;
+    const long long k_offset = ((long long)(b * kv_heads + kv_head) * len + k0) * HEAD_DIM;
+    const long long v_offset = ((long long)b * len + k0) * kv_heads * HEAD_DIM + kv_head * HEAD_DIM;
     const int* seg_row = seg + (long long)b * len;
 
     const int seg_first_k = seg_row[k0];
@@ -573,15 +586,16 @@ flash_bwd(const unsigned short* __restrict__ q, const unsigned short* __restrict
 
     auto load_query_tile = [&](int head, int query_tile) {
         const long long row0 = (long long)(b * heads + head) * len + query_tile * BLOCK_M;
-        load_tile_async(s_q, q + row0 * HEAD_DIM);
-        load_tile_async(s_do, dout + row0 * HEAD_DIM);
+        const long long token0 = (long long)b * len + query_tile * BLOCK_M;
+        load_tile_async(s_q, q + row0 * HEAD_DIM, HEAD_DIM);
+        load_tile_async(s_do, dout + token0 * heads * HEAD_DIM + head * HEAD_DIM, heads * HEAD_DIM);
         load_row64_async(smem_base + kOffLse, lse + row0);
         load_row64_async(smem_base + kOffDelta, delta + row0);
         load_row64_async(smem_base + kOffSegQ, seg_row + query_tile * BLOCK_M);
     };
 
-    load_tile_async(s_k, k + kv_offset);
-    load_tile_async(s_v, v + kv_offset);
+    load_tile_async(s_k, k + k_offset, HEAD_DIM);
+    load_tile_async(s_v, v + v_offset, kv_heads * HEAD_DIM);
     int head = kv_head * group, query_tile = key_tile;  // the diagonal tile is always visible
     load_query_tile(head, query_tile);
     cp_async_commit();
@@ -738,8 +752,8 @@ flash_bwd(const unsigned short* __restrict__ q, const unsigned short* __restrict
     // Every warp has finished reading K (phase 2) before its rows are reused for staging.
     __syncthreads();
     const float unscaled[2] = {1.f, 1.f};
-    store_warp_rows(dk_acc, unscaled, smem + kOffK, dk + kv_offset);
-    store_warp_rows(dv_acc, unscaled, smem + kOffV, dv + kv_offset);
+    store_warp_rows(dk_acc, unscaled, smem + kOffK, dk + k_offset, HEAD_DIM);
+    store_warp_rows(dv_acc, unscaled, smem + kOffV, dv + v_offset, kv_heads * HEAD_DIM);
 }
 
 // ---------------------------------------------------------------------------------------------

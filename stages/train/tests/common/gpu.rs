@@ -171,7 +171,8 @@ fn attention_on<M: AutodiffBackend>(shape: [usize; 5], device: &M::Device) -> [V
     };
     let q = tensor([b, h, l, d], 1).require_grad();
     let k = tensor([b, kv, l, d], 2).require_grad();
-    let v = tensor([b, kv, l, d], 3).require_grad();
+    // v as the model hands it over: the projection's token-major output seen as heads.
+    let v = tensor([b, l, kv, d], 3).swap_dims(1, 2).require_grad();
     let w = tensor([b, h, l, d], 4);
     let segments =
         Tensor::<M, 2, Int>::from_data(TensorData::new(attention_segments(b, l), [b, l]), device);
@@ -183,7 +184,8 @@ fn attention_on<M: AutodiffBackend>(shape: [usize; 5], device: &M::Device) -> [V
 
 /// The flash-attention kernels (bf16, with and without autodiff) against burn's attention on
 /// the CPU in f32: outputs and the gradients of q, k and v, with packed samples, padding and
-/// grouped heads, for both head dimensions the kernels serve.
+/// grouped heads, for both head dimensions the kernels serve; `v` token-major as the model
+/// passes it, the output's gradient head-major (a copy on the way in).
 pub fn check_flash_attention(device: &burn::backend::cuda::CudaDevice, p: Precision) {
     type Gpu = tigerflow_llm::backend::CudaBackend<tigerflow_llm::backend::bf16>;
     for shape in ATTENTION_SHAPES {
@@ -213,7 +215,7 @@ pub fn check_flash_attention(device: &burn::backend::cuda::CudaDevice, p: Precis
         let out = causal_attention(
             plain([b, h, l, d], 1),
             plain([b, kv, l, d], 2),
-            plain([b, kv, l, d], 3),
+            plain([b, l, kv, d], 3).swap_dims(1, 2),
             Some(segments),
         );
         let rel = max_rel(&to_vec(out), &cpu[0]);
