@@ -16,7 +16,9 @@ pub fn seed<B: Backend>(device: &B::Device, seed: u64) {
     crate::cuda_ops::seed_dropout(seed);
 }
 
-/// Zeroes each element of `x` with probability `p` and scales the others by `1 / (1 − p)`.
+/// Zeroes each element of `x` with probability `p` and scales the others by `1 / (1 − p)`;
+/// `0 < p < 1`: callers skip it at 0, where the kernel's 32-bit threshold would still drop one
+/// element in 2³².
 pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, p: f64) -> Tensor<B, D> {
     let keep = 1.0 - p;
     #[cfg(feature = "cuda")]
