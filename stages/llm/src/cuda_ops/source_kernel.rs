@@ -32,13 +32,17 @@ pub struct Program {
     digest: [u8; 16],
 }
 
+/// The helpers every source shares (bf16 conversions, 16-byte vectors), put before each.
+const PRELUDE: &str = include_str!("../kernels/bf16.cuh");
+
 impl Program {
-    /// `source` with `defines` (`NAME value`) put before it.
+    /// `source` with `defines` (`NAME value`) and [`PRELUDE`] put before it.
     pub fn new(source: &str, defines: &[(&str, usize)]) -> Arc<Self> {
         let mut text: String = defines
             .iter()
             .map(|(name, value)| format!("#define {name} {value}\n"))
             .collect();
+        text.push_str(PRELUDE);
         text.push_str(source);
         let digest = Sha256::digest(&text)[..16]
             .try_into()

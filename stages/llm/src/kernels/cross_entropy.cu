@@ -3,7 +3,7 @@
 // logits' gradient in one pass from each row's log-sum-exp.
 //
 // Launched by cubecl on burn's stream: buffers first, the scalars last as one struct passed by
-// value. Nothing is #included: bf16 values travel as `unsigned short` bits. Blocks of THREADS
+// value. bf16 values travel as `unsigned short` bits (helpers in `bf16.cuh`). Blocks of THREADS
 // threads, 1-D:
 //
 //   kernel       grid    work
@@ -19,20 +19,6 @@
 struct Vocab {
     int rows, vocab, vector;
 };
-
-struct alignas(16) U32x4 {
-    unsigned x, y, z, w;
-};
-
-__device__ __forceinline__ float from_bf16(unsigned short bits) {
-    return __uint_as_float(static_cast<unsigned>(bits) << 16);
-}
-
-__device__ __forceinline__ unsigned short to_bf16(float x) {
-    unsigned short r;
-    asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(r) : "f"(x));
-    return r;
-}
 
 __device__ __forceinline__ float neg_inf() { return __uint_as_float(0xff800000u); }
 

@@ -3,7 +3,7 @@
 //
 // Compiled at run time with NVRTC, once per head dimension: HEAD_DIM is defined as 64 or 128
 // (by a #define put before this text, or -DHEAD_DIM=64).
-// Nothing is #included: bf16 values travel as `unsigned short` bits.
+// bf16 values travel as `unsigned short` bits (helpers and U32x4 in `bf16.cuh`).
 //
 // Launch table. Every kernel runs blocks of NUM_THREADS = 128 threads (4 warps), 1-D. Buffers
 // come first; the scalars follow as one struct passed by value (`Dims` or `Count`), which is
@@ -75,9 +75,6 @@ struct Count {
     int n;
 };
 
-struct alignas(16) U32x4 {
-    unsigned x, y, z, w;
-};
 struct alignas(16) F32x4 {
     float x, y, z, w;
 };
@@ -129,12 +126,6 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const unsigned (&a)[4], 
 __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
     unsigned r;
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-
-__device__ __forceinline__ unsigned short to_bf16(float x) {
-    unsigned short r;
-    asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(r) : "f"(x));
     return r;
 }
 

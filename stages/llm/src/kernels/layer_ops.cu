@@ -4,7 +4,7 @@
 // as well as GPU time (BENCHMARKS.md, "The small operations as kernels").
 //
 // Launched by cubecl on burn's stream: buffers first, the scalars last as one struct passed by
-// value. Nothing is #included: bf16 values travel as `unsigned short` bits. Every kernel runs 1-D
+// value. bf16 values travel as `unsigned short` bits (helpers in `bf16.cuh`). Every kernel runs 1-D
 // blocks of THREADS threads:
 //
 //   kernel          grid                      work of one block
@@ -42,16 +42,6 @@ struct Dropout {
     unsigned keep_below;
     float scale;  // 1 / keep, as PyTorch scales what dropout keeps
 };
-
-__device__ __forceinline__ float from_bf16(unsigned short bits) {
-    return __uint_as_float(static_cast<unsigned>(bits) << 16);
-}
-
-__device__ __forceinline__ unsigned short to_bf16(float x) {
-    unsigned short r;
-    asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(r) : "f"(x));
-    return r;
-}
 
 // The sum of `v` over the block, returned to every thread. `scratch` holds one float per warp;
 // the leading barrier lets a second call reuse it.
