@@ -1,22 +1,24 @@
 //! Between burn's tensors and raw CUDA memory: the backend types a custom operation serves,
-//! the conversions through burn-fusion's layer, and the join that orders a launch on
+//! the queue through which an operation runs on burn-fusion's device thread, in order with
+//! burn's, on the buffers of its tensors ([`queue`]), and the join that orders a launch on
 //! tigerflow's stream after burn's work and before burn reads the result.
 
 use std::any::{Any, TypeId};
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::{LazyLock, Mutex};
 
 use burn::backend::Autodiff;
 use burn::tensor::{DType, Shape};
+use burn::tensor::{Tensor, TensorPrimitive};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::fusion::FusionCubeRuntime;
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
-use burn_fusion::stream::OperationStreams;
-use burn_fusion::{FusionTensor, NoOp};
-use burn_ir::BackendIr;
-use burn_ir::{InitOperationIr, OperationIr};
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_fusion::{FusionHandle, FusionTensor};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use cubecl::cuda::CudaRuntime;
+use cubecl::stream_id::StreamId;
 use cudarc::driver::CudaStream;
 use cudarc::driver::result::{malloc_sync, memset_d8_sync};
 use cudarc::driver::sys::{
@@ -38,7 +40,7 @@ pub type Trained = Autodiff<Fused>;
 pub type CudaTensor = CubeTensor<CudaRuntime>;
 /// cubecl's handle on one CUDA device, through which kernels are queued on burn's stream.
 pub type Client = cubecl::client::ComputeClient<CudaRuntime>;
-type FusedTensor = FusionTensor<FusionCubeRuntime<CudaRuntime>>;
+pub type FusedTensor = FusionTensor<FusionCubeRuntime<CudaRuntime>>;
 
 /// `value` as a `T` when `A` is `T`, else `value` back: how a function generic over the backend
 /// reaches the one backend a custom operation exists for.
@@ -58,38 +60,100 @@ pub fn ordinal<D: 'static>(device: &D) -> Option<usize> {
         .map(|d| d.index)
 }
 
-/// The contiguous buffer behind a fused float tensor (running whatever fusion still queues for it).
-pub fn cube_float(tensor: FusedTensor) -> CudaTensor {
-    into_contiguous(cube_float_strided(tensor))
+/// What a queued operation computes: from its inputs' buffers (as burn holds them, with
+/// whatever strides) to its outputs', in the order and of the shapes given to [`queue`].
+type Compute = dyn Fn(Vec<CudaTensor>) -> Vec<CudaTensor> + Send + Sync;
+
+/// One of tigerflow's operations in burn-fusion's queue.
+struct Queued {
+    ir: CustomOpIr,
+    compute: Box<Compute>,
 }
 
-/// The buffer behind a fused float tensor with whatever strides it has: for the operations that
-/// read a layout other than burn's contiguous one without a copy.
-pub fn cube_float_strided(tensor: FusedTensor) -> CudaTensor {
-    let client = tensor.client.clone();
-    client.resolve_tensor_float::<Cube>(tensor)
+impl fmt::Debug for Queued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queued").field("ir", &self.ir).finish()
+    }
 }
 
-/// The contiguous buffer behind a fused int tensor.
-pub fn cube_int(tensor: FusedTensor) -> CudaTensor {
-    let client = tensor.client.clone();
-    into_contiguous(client.resolve_tensor_int::<Cube>(tensor))
+impl Operation<FusionCubeRuntime<CudaRuntime>> for Queued {
+    fn execute(&self, handles: &mut HandleContainer<FusionHandle<FusionCubeRuntime<CudaRuntime>>>) {
+        let inputs = self
+            .ir
+            .inputs
+            .iter()
+            .map(|t| match t.dtype.is_float() {
+                true => handles.get_float_tensor::<Cube>(t),
+                false => handles.get_int_tensor::<Cube>(t),
+            })
+            .collect();
+        let outputs = (self.compute)(inputs);
+        assert_eq!(
+            outputs.len(),
+            self.ir.outputs.len(),
+            "{} computed a different number of outputs than it declared",
+            self.ir.id
+        );
+        for (ir, tensor) in self.ir.outputs.iter().zip(outputs) {
+            handles.register_float_tensor::<Cube>(&ir.id, tensor);
+        }
+    }
 }
 
-/// Hands a buffer back to burn-fusion as a new tensor.
-pub fn fused(tensor: CudaTensor) -> FusedTensor {
-    let client = burn_fusion::get_client::<Cube>(&tensor.device);
-    let shape = tensor.meta.shape().clone();
-    let dtype = tensor.dtype;
-    let handle = <Cube as BackendIr>::float_tensor_handle(tensor);
-    let init = InitOperationIr::create(shape, dtype, || client.register_tensor_handle(handle));
-    client
-        .register(
-            OperationStreams::default(),
-            OperationIr::Init(init),
-            NoOp::<Cube>::new(),
-        )
-        .remove(0)
+/// Queues `compute` behind the work burn-fusion holds for `inputs`, and returns its `outputs`
+/// (shape and dtype each) as tensors the caller can use at once.
+///
+/// burn-fusion runs its queue on a thread of its own per device. Taking a tensor's buffer out of
+/// burn (`resolve_tensor_float`) waits for that thread to run everything queued before it, so
+/// operations that did so for each input kept the training thread waiting for most of a
+/// SmolLM2-135M step (BENCHMARKS.md, "The operations in burn-fusion's queue"). Queued, an
+/// operation runs on that thread in order with burn's, and the caller goes on.
+pub fn queue_all(
+    name: &'static str,
+    inputs: Vec<FusedTensor>,
+    outputs: Vec<(Shape, DType)>,
+    compute: impl Fn(Vec<CudaTensor>) -> Vec<CudaTensor> + Send + Sync + 'static,
+) -> Vec<FusedTensor> {
+    let client = inputs
+        .first()
+        .expect("an operation reads a tensor")
+        .client
+        .clone();
+    let streams = OperationStreams::with_inputs(&inputs);
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(FusedTensor::into_ir).collect();
+    let outputs: Vec<TensorIr> = outputs
+        .into_iter()
+        .map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype))
+        .collect();
+    let ir = CustomOpIr::new(name, &inputs, &outputs);
+    let operation = Queued {
+        ir: ir.clone(),
+        compute: Box::new(compute),
+    };
+    client.register(streams, OperationIr::Custom(ir), operation)
+}
+
+/// [`queue_all`] for a fixed number of inputs and outputs.
+pub fn queue<const I: usize, const O: usize>(
+    name: &'static str,
+    inputs: [FusedTensor; I],
+    outputs: [(Shape, DType); O],
+    compute: impl Fn([CudaTensor; I]) -> [CudaTensor; O] + Send + Sync + 'static,
+) -> [FusedTensor; O] {
+    let outputs = queue_all(name, inputs.into(), outputs.into(), move |inputs| {
+        compute(inputs.try_into().expect("as many inputs as queued")).into()
+    });
+    outputs.try_into().expect("as many outputs as declared")
+}
+
+/// The primitive of a float tensor of the bf16 CUDA backend.
+pub fn primitive<const D: usize>(t: Tensor<Fused, D>) -> FusedTensor {
+    t.into_primitive().tensor()
+}
+
+/// A float tensor of the bf16 CUDA backend from its primitive.
+pub fn tensor<const D: usize>(t: FusedTensor) -> Tensor<Fused, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
 /// A new uninitialised contiguous tensor on `like`'s device.
@@ -178,16 +242,21 @@ pub fn launch_ordered(
     drop(resources);
 }
 
-/// The device address of this thread's two join flags on CUDA device `ordinal` (`ready`, then
-/// `done` 4 bytes on) and the next sequence number. Per thread, because each thread computes on
-/// its own cubecl stream; the flags are never freed, since work queued on the GPU may still read
-/// them when the thread ends.
+/// The device address of the two join flags of the calling cubecl stream on CUDA device
+/// `ordinal` (`ready`, then `done` 4 bytes on) and the next sequence number. Per stream, because
+/// the sequence numbers count one stream's joins in its order (queued operations run on
+/// burn-fusion's device thread, under the stream of the thread that queued them); the flags are
+/// never freed, since work queued on the GPU may still read them when the stream ends.
 fn next_join(ordinal: usize) -> (u64, u32) {
-    thread_local! {
-        static JOINS: RefCell<HashMap<usize, (u64, u32)>> = RefCell::default();
-    }
-    JOINS.with_borrow_mut(|joins| {
-        let (flags, last) = joins.entry(ordinal).or_insert_with(|| {
+    /// Per device and stream: the flags' address and the last sequence number.
+    type Joins = HashMap<(usize, StreamId), (u64, u32)>;
+    static JOINS: LazyLock<Mutex<Joins>> = LazyLock::new(Mutex::default);
+    let mut joins = JOINS
+        .lock()
+        .expect("no thread panics while holding the join flags");
+    let (flags, last) = joins
+        .entry((ordinal, StreamId::current()))
+        .or_insert_with(|| {
             // SAFETY: a plain device allocation on the thread's current context (the device's,
             // bound by the caller), zeroed before any operation reads it.
             let flags = unsafe {
@@ -197,7 +266,6 @@ fn next_join(ordinal: usize) -> (u64, u32) {
             };
             (flags, 0)
         });
-        *last = last.wrapping_add(1);
-        (*flags, *last)
-    })
+    *last = last.wrapping_add(1);
+    (*flags, *last)
 }

@@ -4,10 +4,13 @@
 //! gradient (448 at 7B) once per step, which made it 3–4× slower than PyTorch's (BENCHMARKS.md,
 //! "The fast GPU path").
 
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
+use burn_cubecl::kernel::into_contiguous;
 use cudarc::driver::result::memcpy_dtod_async;
 
-use super::bridge::{CudaTensor, Fused, cube_float, empty, fused, launch_ordered, same};
+use super::bridge::{
+    CudaTensor, Fused, FusedTensor, empty, launch_ordered, primitive, queue_all, same, tensor,
+};
 use super::kernels::stream;
 use crate::backend::Backend;
 
@@ -23,30 +26,35 @@ pub fn concat_flat<B: Backend>(
     if tensors.iter().any(|t| t.dtype() != dtype) {
         return Err(tensors);
     }
-    let parts: Vec<CudaTensor> = same::<_, Vec<Tensor<Fused, 2>>>(tensors)?
+    let parts: Vec<FusedTensor> = same::<_, Vec<Tensor<Fused, 2>>>(tensors)?
         .into_iter()
-        .map(|t| cube_float(t.into_primitive().tensor()))
+        .map(primitive)
         .collect();
-    let elements = parts
-        .iter()
-        .map(|p| p.meta.shape().num_elements())
-        .sum::<usize>();
-    let out = empty(&parts[0], [elements], dtype);
-    let stream = stream(out.device.index);
-    let mut tensors: Vec<&CudaTensor> = parts.iter().collect();
-    tensors.push(&out);
-    launch_ordered(&stream, &tensors, |addresses| {
-        let (destination, sources) = addresses.split_last().expect("the output is last");
-        let mut offset = 0;
-        for (part, &source) in parts.iter().zip(sources) {
-            let bytes = part.meta.shape().num_elements() * dtype.size();
-            // SAFETY: both ranges lie inside live buffers: `source` holds `bytes`, and the
-            // output was allocated for the sum of every part's bytes.
-            unsafe { memcpy_dtod_async(destination + offset, source, bytes, stream.cu_stream())? };
-            offset += bytes as u64;
-        }
-        Ok(())
-    });
-    let out = Tensor::<Fused, 1>::from_primitive(TensorPrimitive::Float(fused(out)));
-    Ok(same(out).unwrap_or_else(|_| unreachable!("B is Fused")))
+    let elements = parts.iter().map(|p| p.shape.num_elements()).sum::<usize>();
+    let spec = vec![([elements].into(), dtype)];
+    let out = queue_all("concat_flat", parts, spec, move |parts| {
+        let parts: Vec<CudaTensor> = parts.into_iter().map(into_contiguous).collect();
+        let out = empty(&parts[0], [elements], dtype);
+        let stream = stream(out.device.index);
+        let mut tensors: Vec<&CudaTensor> = parts.iter().collect();
+        tensors.push(&out);
+        launch_ordered(&stream, &tensors, |addresses| {
+            let (destination, sources) = addresses.split_last().expect("the output is last");
+            let mut offset = 0;
+            for (part, &source) in parts.iter().zip(sources) {
+                let bytes = part.meta.shape().num_elements() * dtype.size();
+                // SAFETY: both ranges lie inside live buffers: `source` holds `bytes`, and the
+                // output was allocated for the sum of every part's bytes.
+                unsafe {
+                    memcpy_dtod_async(destination + offset, source, bytes, stream.cu_stream())?
+                };
+                offset += bytes as u64;
+            }
+            Ok(())
+        });
+        vec![out]
+    })
+    .pop()
+    .expect("the vector queued");
+    Ok(same(tensor::<1>(out)).unwrap_or_else(|_| unreachable!("B is Fused")))
 }

@@ -11,8 +11,10 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
 
+use burn_cubecl::kernel::into_contiguous;
+
 use super::bridge::{
-    CudaTensor, Fused, Trained, cube_float, cube_int, empty, fused, ordinal, same,
+    CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
 };
 use super::kernels::{LossKernels, loss_kernels};
 use super::source_kernel::{Scalar, launch};
@@ -32,8 +34,8 @@ pub fn nll_sum<B: Backend>(
     }
     let inputs = match same::<Inputs<B>, Inputs<Trained>>((logits, labels, weights)) {
         Ok((logits, labels, weights)) => {
-            let labels = cube_int(labels.into_primitive());
-            let weights = cube_float(weights.into_primitive().tensor().primitive);
+            let labels = labels.into_primitive();
+            let weights = weights.into_primitive().tensor().primitive;
             let loss = tracked(logits, labels, weights);
             return Ok(same(loss).unwrap_or_else(|_| unreachable!("B is Trained")));
         }
@@ -41,12 +43,12 @@ pub fn nll_sum<B: Backend>(
     };
     match same::<Inputs<B>, Inputs<Fused>>(inputs) {
         Ok((logits, labels, weights)) => {
-            let logits = cube_float(logits.into_primitive().tensor());
-            let labels = cube_int(labels.into_primitive());
-            let weights = cube_float(weights.into_primitive().tensor());
-            let (loss, _) = forward(&logits, &labels, &weights);
-            let loss = Tensor::<Fused, 1>::from_primitive(TensorPrimitive::Float(fused(loss)));
-            Ok(same(loss).unwrap_or_else(|_| unreachable!("B is Fused")))
+            let [loss, _] = forward(
+                primitive(logits),
+                labels.into_primitive(),
+                primitive(weights),
+            );
+            Ok(same(tensor::<1>(loss)).unwrap_or_else(|_| unreachable!("B is Fused")))
         }
         Err(inputs) => Err(inputs),
     }
@@ -87,44 +89,48 @@ fn vocab(logits: &CudaTensor) -> [Scalar; 3] {
     ]
 }
 
-/// The summed loss `[1]` (f32) and each token's log-sum-exp `[rows]` (f32).
-fn forward(
-    logits: &CudaTensor,
-    labels: &CudaTensor,
-    weights: &CudaTensor,
-) -> (CudaTensor, CudaTensor) {
-    let shape = logits.meta.shape();
-    let rows = shape[0] * shape[1];
-    let lse = empty(logits, [rows], DType::F32);
-    let terms = empty(logits, [rows], DType::F32);
-    let loss = empty(logits, [1], DType::F32);
-    let kernels = kernels_for(logits);
-    let client = &logits.client;
-    let dims = vocab(logits);
-    launch(
-        client,
-        kernels.forward.clone(),
-        (rows as u32, 1, 1),
-        &[logits, labels, weights, &lse, &terms],
-        &dims,
-    );
-    launch(
-        client,
-        kernels.sum.clone(),
-        (1, 1, 1),
-        &[&terms, &loss],
-        &dims,
-    );
-    (loss, lse)
+/// The summed loss `[1]` (f32) and each token's log-sum-exp `[rows]` (f32), queued.
+fn forward(logits: FusedTensor, labels: FusedTensor, weights: FusedTensor) -> [FusedTensor; 2] {
+    let rows = logits.shape[0] * logits.shape[1];
+    let specs = [([1].into(), DType::F32), ([rows].into(), DType::F32)];
+    queue(
+        "cross_entropy",
+        [logits, labels, weights],
+        specs,
+        move |inputs| {
+            let [logits, labels, weights] = inputs.map(into_contiguous);
+            let lse = empty(&logits, [rows], DType::F32);
+            let terms = empty(&logits, [rows], DType::F32);
+            let loss = empty(&logits, [1], DType::F32);
+            let kernels = kernels_for(&logits);
+            let client = &logits.client;
+            let dims = vocab(&logits);
+            launch(
+                client,
+                kernels.forward.clone(),
+                (rows as u32, 1, 1),
+                &[&logits, &labels, &weights, &lse, &terms],
+                &dims,
+            );
+            launch(
+                client,
+                kernels.sum.clone(),
+                (1, 1, 1),
+                &[&terms, &loss],
+                &dims,
+            );
+            [loss, lse]
+        },
+    )
 }
 
 /// What the backward pass needs: the logits, labels, weights and each token's log-sum-exp.
 #[derive(Debug, Clone)]
 struct Saved {
-    logits: CudaTensor,
-    labels: CudaTensor,
-    weights: CudaTensor,
-    lse: CudaTensor,
+    logits: FusedTensor,
+    labels: FusedTensor,
+    weights: FusedTensor,
+    lse: FusedTensor,
 }
 
 #[derive(Debug)]
@@ -134,21 +140,27 @@ impl Backward<Fused, 1> for CrossEntropyBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let d_loss = cube_float(grads.consume::<Fused>(&ops.node));
+        let d_loss = grads.consume::<Fused>(&ops.node);
         assert_eq!(d_loss.dtype, DType::F32, "the loss is computed in f32");
         let s = ops.state;
-        let d_logits = empty(&s.logits, s.logits.meta.shape().clone(), DType::BF16);
-        let rows = s.lse.meta.shape()[0];
-        launch(
-            &s.logits.client,
-            kernels_for(&s.logits).backward.clone(),
-            (rows as u32, 1, 1),
-            &[&s.logits, &s.labels, &s.weights, &s.lse, &d_loss, &d_logits],
-            &vocab(&s.logits),
-        );
+        let spec = (s.logits.shape.clone(), DType::BF16);
+        let inputs = [s.logits, s.labels, s.weights, s.lse, d_loss];
+        let [d_logits] = queue("cross_entropy_backward", inputs, [spec], |inputs| {
+            let [logits, labels, weights, lse, d_loss] = inputs.map(into_contiguous);
+            let d_logits = empty(&logits, logits.meta.shape().clone(), DType::BF16);
+            let rows = lse.meta.shape()[0];
+            launch(
+                &logits.client,
+                kernels_for(&logits).backward.clone(),
+                (rows as u32, 1, 1),
+                &[&logits, &labels, &weights, &lse, &d_loss, &d_logits],
+                &vocab(&logits),
+            );
+            [d_logits]
+        });
         let [logits_node] = ops.parents;
         if let Some(node) = logits_node {
-            grads.register::<Fused>(node.id, fused(d_logits));
+            grads.register::<Fused>(node.id, d_logits);
         }
     }
 }
@@ -156,13 +168,13 @@ impl Backward<Fused, 1> for CrossEntropyBackward {
 /// The autodiff operation: saves the logits and the log-sum-exps when the logits are tracked.
 fn tracked(
     logits: Tensor<Trained, 3>,
-    labels: CudaTensor,
-    weights: CudaTensor,
+    labels: FusedTensor,
+    weights: FusedTensor,
 ) -> Tensor<Trained, 1> {
     let logits = logits.into_primitive().tensor();
     let node = logits.node.clone();
-    let logits = cube_float(logits.primitive);
-    let (loss, lse) = forward(&logits, &labels, &weights);
+    let logits = logits.primitive;
+    let [loss, lse] = forward(logits.clone(), labels.clone(), weights.clone());
     let result = match CrossEntropyBackward
         .prepare::<NoCheckpointing>([node])
         .compute_bound()
@@ -175,9 +187,9 @@ fn tracked(
                 weights,
                 lse,
             },
-            fused(loss),
+            loss,
         ),
-        OpsKind::UnTracked(prep) => prep.finish(fused(loss)),
+        OpsKind::UnTracked(prep) => prep.finish(loss),
     };
     Tensor::from_primitive(TensorPrimitive::Float(result))
 }

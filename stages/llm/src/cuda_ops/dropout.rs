@@ -15,7 +15,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
-use super::bridge::{CudaTensor, Fused, Trained, cube_float, empty, fused, ordinal, same};
+use burn_cubecl::kernel::into_contiguous;
+
+use super::bridge::{
+    CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
+};
 use super::kernels::{LAYER_THREADS, layer_kernels};
 use super::source_kernel::{Scalar, launch};
 use crate::backend::Backend;
@@ -67,8 +71,7 @@ pub fn dropout<B: Backend, const D: usize>(
     };
     match same::<Tensor<B, D>, Tensor<Fused, D>>(x) {
         Ok(x) => {
-            let y = mask.apply(&cube_float(x.into_primitive().tensor()));
-            let y = Tensor::<Fused, D>::from_primitive(TensorPrimitive::Float(fused(y)));
+            let y = tensor::<D>(mask.apply(primitive(x)));
             Ok(same(y).unwrap_or_else(|_| unreachable!("B is Fused")))
         }
         Err(x) => Err(x),
@@ -99,8 +102,16 @@ impl Mask {
         }
     }
 
-    /// `x · mask · scale`, a new tensor of `x`'s shape.
-    fn apply(&self, x: &CudaTensor) -> CudaTensor {
+    /// `x · mask · scale`, a new tensor of `x`'s shape, queued.
+    fn apply(self, x: FusedTensor) -> FusedTensor {
+        let spec = (x.shape.clone(), DType::BF16);
+        let [y] = queue("dropout", [x], [spec], move |[x]| {
+            [self.launch(&into_contiguous(x))]
+        });
+        y
+    }
+
+    fn launch(&self, x: &CudaTensor) -> CudaTensor {
         let n = x.meta.shape().num_elements();
         let y = empty(x, x.meta.shape().clone(), DType::BF16);
         let kernels = layer_kernels(x.device.index).expect("checked by `supported`");
@@ -127,10 +138,10 @@ impl Backward<Fused, 1> for DropoutBackward {
     type State = Mask;
 
     fn backward(self, ops: Ops<Mask, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let d_out = cube_float(grads.consume::<Fused>(&ops.node));
+        let d_out = grads.consume::<Fused>(&ops.node);
         let [node] = ops.parents;
         if let Some(node) = node {
-            grads.register::<Fused>(node.id, fused(ops.state.apply(&d_out)));
+            grads.register::<Fused>(node.id, ops.state.apply(d_out));
         }
     }
 }
@@ -139,14 +150,14 @@ impl Backward<Fused, 1> for DropoutBackward {
 fn tracked<const D: usize>(x: Tensor<Trained, D>, mask: Mask) -> Tensor<Trained, D> {
     let x = x.into_primitive().tensor();
     let nodes = [x.node.clone()];
-    let y = mask.apply(&cube_float(x.primitive));
+    let y = mask.apply(x.primitive);
     let result = match DropoutBackward
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish(mask, fused(y)),
-        OpsKind::UnTracked(prep) => prep.finish(fused(y)),
+        OpsKind::Tracked(prep) => prep.finish(mask, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     };
     Tensor::from_primitive(TensorPrimitive::Float(result))
 }

@@ -13,12 +13,11 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::ops::FloatTensorOps;
-use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Int, Shape, Tensor, TensorPrimitive};
 use burn_cubecl::kernel::into_contiguous;
 
 use super::bridge::{
-    Cube, CudaTensor, Fused, Trained, cube_float, cube_float_strided, cube_int, empty, fused,
-    ordinal, same,
+    Cube, CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
 };
 use super::kernels::{
     DELTA_ROWS_PER_BLOCK, DQ_ELEMENTS_PER_BLOCK, FlashKernels, HEAD_DIMS, TILE, flash_kernels,
@@ -54,14 +53,9 @@ pub fn flash_attention<B: Backend>(
     };
     match same::<Inputs<B>, Inputs<Fused>>(inputs) {
         Ok((q, k, v, s)) => {
-            let s = cube_int(segment_ids(s, &q).into_primitive());
-            let [q, k] = [q, k].map(|t| cube_float(t.into_primitive().tensor()));
-            let v = token_major(cube_float_strided(v.into_primitive().tensor()));
-            let kernels = kernels_for(&q);
-            let (out, _) = forward(&kernels, &q, &k, &v, &s);
-            let out =
-                Tensor::<Fused, 4>::from_primitive(TensorPrimitive::Float(fused(heads_view(out))));
-            Ok(same(out).unwrap_or_else(|_| unreachable!("B is Fused")))
+            let s = segment_ids(s, &q).into_primitive();
+            let [out, _] = forward(primitive(q), primitive(k), primitive(v), s);
+            Ok(same(tensor::<4>(out)).unwrap_or_else(|_| unreachable!("B is Fused")))
         }
         Err(inputs) => Err(inputs),
     }
@@ -110,34 +104,61 @@ fn kernels_for(q: &CudaTensor) -> std::sync::Arc<FlashKernels> {
     flash_kernels(q.device.index, head_dim).expect("checked by `supported`")
 }
 
-/// What the backward pass needs: the inputs, the output and its log-sum-exp (`v` and the output
-/// token-major).
+/// What the backward pass needs: the inputs, the output and its log-sum-exp; as burn's tensors
+/// while saved, as buffers (`v` and the output token-major) when the kernels read them.
 #[derive(Debug, Clone)]
-struct Saved {
-    q: CudaTensor,
-    k: CudaTensor,
-    v: CudaTensor,
-    segments: CudaTensor,
-    out: CudaTensor,
-    lse: CudaTensor,
+struct Saved<T> {
+    q: T,
+    k: T,
+    v: T,
+    segments: T,
+    out: T,
+    lse: T,
 }
 
 #[derive(Debug)]
 struct FlashBackward;
 
 impl Backward<Fused, 3> for FlashBackward {
-    type State = Saved;
+    type State = Saved<FusedTensor>;
 
-    fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let d_out = token_major(cube_float_strided(grads.consume::<Fused>(&ops.node)));
-        let s = ops.state;
-        let kernels = kernels_for(&s.q);
-        let (dq, dk, dv) = backward(&kernels, &s, &d_out);
-        let dv = heads_view(dv);
-        let [q_node, k_node, v_node] = ops.parents;
-        for (node, grad) in [(q_node, dq), (k_node, dk), (v_node, dv)] {
+    fn backward(
+        self,
+        ops: Ops<Saved<FusedTensor>, 3>,
+        grads: &mut Gradients,
+        _: &mut Checkpointer,
+    ) {
+        let d_out = grads.consume::<Fused>(&ops.node);
+        let Saved {
+            q,
+            k,
+            v,
+            segments,
+            out,
+            lse,
+        } = ops.state;
+        let specs = [
+            (q.shape.clone(), DType::BF16),
+            (k.shape.clone(), DType::BF16),
+            (v.shape.clone(), DType::BF16),
+        ];
+        let inputs = [q, k, v, segments, out, lse, d_out];
+        let grads_of_inputs = queue("flash_attention_backward", inputs, specs, |inputs| {
+            let [q, k, v, segments, out, lse, d_out] = inputs;
+            let saved = Saved {
+                q: into_contiguous(q),
+                k: into_contiguous(k),
+                v: token_major(v),
+                segments: into_contiguous(segments),
+                out: token_major(out),
+                lse: into_contiguous(lse),
+            };
+            let (dq, dk, dv) = backward(&kernels_for(&saved.q), &saved, &token_major(d_out));
+            [dq, dk, heads_view(dv)]
+        });
+        for (node, grad) in ops.parents.into_iter().zip(grads_of_inputs) {
             if let Some(node) = node {
-                grads.register::<Fused>(node.id, fused(grad));
+                grads.register::<Fused>(node.id, grad);
             }
         }
     }
@@ -152,11 +173,9 @@ fn tracked(
 ) -> Tensor<Trained, 4> {
     let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
     let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
-    let segments = cube_int(segments.into_primitive());
-    let [cq, ck] = [&q, &k].map(|t| cube_float(t.primitive.clone()));
-    let cv = token_major(cube_float_strided(v.primitive.clone()));
-    let kernels = kernels_for(&cq);
-    let (out, lse) = forward(&kernels, &cq, &ck, &cv, &segments);
+    let [q, k, v] = [q, k, v].map(|t| t.primitive);
+    let segments = segments.into_primitive();
+    let [out, lse] = forward(q.clone(), k.clone(), v.clone(), segments.clone());
     let result = match FlashBackward
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
@@ -164,16 +183,16 @@ fn tracked(
     {
         OpsKind::Tracked(prep) => {
             let saved = Saved {
-                q: cq,
-                k: ck,
-                v: cv,
+                q,
+                k,
+                v,
                 segments,
                 out: out.clone(),
                 lse,
             };
-            prep.finish(saved, fused(heads_view(out)))
+            prep.finish(saved, out)
         }
-        OpsKind::UnTracked(prep) => prep.finish(fused(heads_view(out))),
+        OpsKind::UnTracked(prep) => prep.finish(out),
     };
     Tensor::from_primitive(TensorPrimitive::Float(result))
 }
@@ -181,7 +200,7 @@ fn tracked(
 /// The kernels' `Dims`: batch, heads, kv_heads, len and the softmax scale, from `[B, H, L, D]`
 /// queries and `[B, KV, L, D]` keys.
 fn dims(q: &CudaTensor, k: &CudaTensor) -> [Scalar; 5] {
-    let [batch, heads, len, head_dim] = shape4(q);
+    let [batch, heads, len, head_dim] = shape4(q.meta.shape());
     let kv_heads = k.meta.shape()[1];
     [
         Scalar::I32(batch as i32),
@@ -192,21 +211,42 @@ fn dims(q: &CudaTensor, k: &CudaTensor) -> [Scalar; 5] {
     ]
 }
 
-fn shape4(t: &CudaTensor) -> [usize; 4] {
-    let shape = t.meta.shape();
+fn shape4(shape: &Shape) -> [usize; 4] {
     [shape[0], shape[1], shape[2], shape[3]]
+}
+
+/// The output `[B, H, L, D]` (bf16, token-major in memory) and each row's log-sum-exp
+/// `[B, H, L]` (f32), queued, for `q` `[B, H, L, D]`, `k` and `v` `[B, KV, L, D]` and the
+/// segment ids `[B, L]`.
+fn forward(
+    q: FusedTensor,
+    k: FusedTensor,
+    v: FusedTensor,
+    segments: FusedTensor,
+) -> [FusedTensor; 2] {
+    let [batch, heads, len, _] = shape4(&q.shape);
+    let specs = [
+        (q.shape.clone(), DType::BF16),
+        ([batch, heads, len].into(), DType::F32),
+    ];
+    queue("flash_attention", [q, k, v, segments], specs, |inputs| {
+        let [q, k, v, segments] = inputs;
+        let [q, k, segments] = [q, k, segments].map(into_contiguous);
+        let (out, lse) = launch_forward(&kernels_for(&q), &q, &k, &token_major(v), &segments);
+        [heads_view(out), lse]
+    })
 }
 
 /// The token-major output `[B, L, H, D]` (bf16) and each row's log-sum-exp `[B, H, L]` (f32),
 /// for head-major `q` `[B, H, L, D]` and `k` `[B, KV, L, D]` and token-major `v` `[B, L, KV, D]`.
-fn forward(
+fn launch_forward(
     kernels: &FlashKernels,
     q: &CudaTensor,
     k: &CudaTensor,
     v: &CudaTensor,
     segments: &CudaTensor,
 ) -> (CudaTensor, CudaTensor) {
-    let [batch, heads, len, head_dim] = shape4(q);
+    let [batch, heads, len, head_dim] = shape4(q.meta.shape());
     let out = empty(q, [batch, len, heads, head_dim], DType::BF16);
     let lse = empty(q, [batch, heads, len], DType::F32);
     let buffers = [q, k, v, segments, &out, &lse];
@@ -226,12 +266,12 @@ fn forward(
 /// token-major.
 fn backward(
     kernels: &FlashKernels,
-    s: &Saved,
+    s: &Saved<CudaTensor>,
     d_out: &CudaTensor,
 ) -> (CudaTensor, CudaTensor, CudaTensor) {
     let q_shape = s.q.meta.shape().clone();
     let kv_shape = s.k.meta.shape().clone();
-    let [batch, heads, len, head_dim] = shape4(&s.q);
+    let [batch, heads, len, head_dim] = shape4(s.q.meta.shape());
     let kv_heads = kv_shape[1];
     let rows = batch * heads * len;
     let elements = rows * head_dim;

@@ -19,11 +19,13 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::module::AutodiffModule;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn_cubecl::kernel::into_contiguous;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
 
 use super::bridge::{
-    CudaTensor, Fused, Trained, cube_float, cube_int, empty, fused, launch_ordered, ordinal, same,
+    CudaTensor, Fused, FusedTensor, Trained, empty, launch_ordered, ordinal, primitive, queue_all,
+    same, tensor,
 };
 use super::gemm::{Operand, blas, gemm};
 use super::kernels::{NF4_THREADS, ampere, nf4_kernel, stream};
@@ -59,22 +61,21 @@ pub fn lora_linears<B: Backend>(
     };
     match same::<Inputs<B>, Inputs<Fused>>(inputs) {
         Ok((x, projections)) => {
-            let x = cube_float(x.into_primitive().tensor());
-            let items: Vec<_> = projections
+            let items = projections
                 .into_iter()
                 .map(|p| {
                     let lora = p.lora.map(|term| Adapter {
-                        input: cube_float(term.input.into_primitive().tensor()),
-                        a: cube_float(term.a.into_primitive().tensor()),
-                        b: cube_float(term.b.into_primitive().tensor()),
+                        input: primitive(term.input),
+                        a: primitive(term.a),
+                        b: primitive(term.b),
                         scale: term.scale as f32,
                     });
                     (frozen(p.base), lora)
                 })
                 .collect();
-            let ys = forward(&x, &items)
+            let ys = forward(primitive(x), items)
                 .into_iter()
-                .map(|(y, _)| Tensor::<Fused, 2>::from_primitive(TensorPrimitive::Float(fused(y))))
+                .map(|(y, _)| tensor::<2>(y))
                 .collect::<Vec<_>>();
             Ok(same(ys).unwrap_or_else(|_| unreachable!("B is Fused")))
         }
@@ -109,79 +110,137 @@ fn supported<B: Backend>(x: &Tensor<B, 2>, projections: &[Operands<B>]) -> bool 
         && ordinal(&x.device()).is_some_and(|o| ampere(o) && blas(o).is_some())
 }
 
-/// A frozen weight's buffers: dense `[n, k]`, or NF4.
+/// A tensor whose two dimensions are known: burn's while an operation is queued, the buffer
+/// when it runs.
+trait Matrix {
+    fn dims2(&self) -> [usize; 2];
+}
+
+impl Matrix for FusedTensor {
+    fn dims2(&self) -> [usize; 2] {
+        [self.shape[0], self.shape[1]]
+    }
+}
+
+impl Matrix for CudaTensor {
+    fn dims2(&self) -> [usize; 2] {
+        let shape = self.meta.shape();
+        [shape[0], shape[1]]
+    }
+}
+
+/// A frozen weight: dense `[n, k]`, or NF4.
 #[derive(Debug, Clone)]
 #[allow(
     clippy::large_enum_variant,
     reason = "a few live per projection call; boxing would only add an allocation"
 )]
-enum Frozen {
-    Dense(CudaTensor),
-    Nf4(PackedNf4),
+enum Frozen<T> {
+    Dense(T),
+    Nf4(PackedNf4<T>),
 }
 
 /// An NF4 weight `[n, k]`: codes packed eight to an i32 word, one scale per block and the
 /// 16-entry code book.
 #[derive(Debug, Clone)]
-struct PackedNf4 {
-    words: CudaTensor,
-    absmax: CudaTensor,
-    code: CudaTensor,
+struct PackedNf4<T> {
+    words: T,
+    absmax: T,
+    code: T,
     shape: [usize; 2],
     blocksize: usize,
 }
 
-impl Frozen {
+impl<T: Matrix> Frozen<T> {
     /// `[n, k]`.
     fn shape(&self) -> [usize; 2] {
         match self {
-            Frozen::Dense(w) => [w.meta.shape()[0], w.meta.shape()[1]],
+            Frozen::Dense(w) => w.dims2(),
             Frozen::Nf4(q) => q.shape,
         }
     }
+}
 
-    fn tensors(&self) -> Vec<&CudaTensor> {
+impl<T> Frozen<T> {
+    fn tensors(&self) -> Vec<&T> {
         match self {
             Frozen::Dense(w) => vec![w],
             Frozen::Nf4(q) => vec![&q.words, &q.absmax, &q.code],
         }
     }
+
+    /// The same weight with each tensor replaced by `f`'s, in the order of [`Frozen::tensors`].
+    fn map<U>(self, f: &mut impl FnMut(T) -> U) -> Frozen<U> {
+        match self {
+            Frozen::Dense(w) => Frozen::Dense(f(w)),
+            Frozen::Nf4(q) => Frozen::Nf4(PackedNf4 {
+                words: f(q.words),
+                absmax: f(q.absmax),
+                code: f(q.code),
+                shape: q.shape,
+                blocksize: q.blocksize,
+            }),
+        }
+    }
 }
 
-fn frozen(base: BaseWeight<Fused>) -> Frozen {
+fn frozen(base: BaseWeight<Fused>) -> Frozen<FusedTensor> {
     match base {
-        BaseWeight::Dense(w) => Frozen::Dense(cube_float(w.val().into_primitive().tensor())),
+        BaseWeight::Dense(w) => Frozen::Dense(primitive(w.val())),
         BaseWeight::Nf4(q) => Frozen::Nf4(PackedNf4 {
-            words: cube_int(q.words.into_primitive()),
-            absmax: cube_float(q.absmax.into_primitive().tensor()),
-            code: cube_float(q.code.into_primitive().tensor()),
+            words: q.words.into_primitive(),
+            absmax: primitive(q.absmax),
+            code: primitive(q.code),
             shape: q.shape,
             blocksize: q.blocksize,
         }),
     }
 }
 
-/// The adapter's buffers: input `[m, k]`, `A` `[r, k]`, `B` `[n, r]`.
+/// The adapter: input `[m, k]`, `A` `[r, k]`, `B` `[n, r]`.
 #[derive(Debug, Clone)]
-struct Adapter {
-    input: CudaTensor,
-    a: CudaTensor,
-    b: CudaTensor,
+struct Adapter<T> {
+    input: T,
+    a: T,
+    b: T,
     scale: f32,
 }
 
-impl Adapter {
+impl<T: Matrix> Adapter<T> {
     fn rank(&self) -> usize {
-        self.a.meta.shape()[0]
+        self.a.dims2()[0]
     }
 }
 
+impl<T> Adapter<T> {
+    fn map<U>(self, f: &mut impl FnMut(T) -> U) -> Adapter<U> {
+        Adapter {
+            input: f(self.input),
+            a: f(self.a),
+            b: f(self.b),
+            scale: self.scale,
+        }
+    }
+}
+
+/// One projection's operands: its frozen weight and its adapter, if any.
+type Item<T> = (Frozen<T>, Option<Adapter<T>>);
+
 /// What the backward pass of one projection needs: its frozen weight, and with an adapter its
-/// buffers and `t = input · Aᵀ`.
+/// operands and `t = input · Aᵀ`.
 #[derive(Debug, Clone)]
-struct Saved {
-    w: Frozen,
-    lora: Option<(Adapter, CudaTensor)>,
+struct Saved<T> {
+    w: Frozen<T>,
+    lora: Option<(Adapter<T>, T)>,
+}
+
+impl<T> Saved<T> {
+    fn map<U>(self, f: &mut impl FnMut(T) -> U) -> Saved<U> {
+        Saved {
+            w: self.w.map(f),
+            lora: self.lora.map(|(adapter, t)| (adapter.map(f), f(t))),
+        }
+    }
 }
 
 fn handle(t: &CudaTensor) -> Arc<CudaBlas> {
@@ -201,7 +260,7 @@ impl<'a> Weights<'a> {
     fn new<'f>(
         stream: &'a Arc<CudaStream>,
         like: &CudaTensor,
-        frozen: impl Iterator<Item = &'f Frozen>,
+        frozen: impl Iterator<Item = &'f Frozen<CudaTensor>>,
     ) -> Self {
         let largest = frozen
             .filter(|w| matches!(w, Frozen::Nf4(_)))
@@ -219,7 +278,7 @@ impl<'a> Weights<'a> {
     /// `at` must give the live addresses of `w`'s buffers and of the scratch buffer.
     unsafe fn dense(
         &self,
-        w: &Frozen,
+        w: &Frozen<CudaTensor>,
         at: &dyn Fn(&CudaTensor) -> u64,
     ) -> Result<u64, Box<dyn std::error::Error>> {
         let q = match w {
@@ -257,11 +316,58 @@ fn address_of(tensors: &[&CudaTensor], addresses: &[u64], tensor: &CudaTensor) -
     addresses[index]
 }
 
-/// For each projection, `y` `[m, n]` and, with an adapter, `t = input · Aᵀ` `[m, r]`: all in one
-/// launch.
+/// For each projection, `y` `[m, n]` and, with an adapter, `t = input · Aᵀ` `[m, r]`, queued.
 fn forward(
+    x: FusedTensor,
+    items: Vec<Item<FusedTensor>>,
+) -> Vec<(FusedTensor, Option<FusedTensor>)> {
+    let m = x.shape[0];
+    let bf16 = |n: usize| ([m, n].into(), DType::BF16);
+    let specs = items
+        .iter()
+        .flat_map(|(w, lora)| {
+            [
+                Some(bf16(w.shape()[0])),
+                lora.as_ref().map(|l| bf16(l.rank())),
+            ]
+        })
+        .flatten()
+        .collect();
+    let mut inputs = vec![x];
+    let mut take = |t| inputs.push(t);
+    let layout: Vec<Item<()>> = items
+        .into_iter()
+        .map(|(w, lora)| (w.map(&mut take), lora.map(|l| l.map(&mut take))))
+        .collect();
+    let has_adapter: Vec<bool> = layout.iter().map(|(_, lora)| lora.is_some()).collect();
+    let outputs = queue_all("lora_linears", inputs, specs, move |inputs| {
+        let mut inputs = inputs.into_iter().map(into_contiguous);
+        let x = inputs.next().expect("x comes first");
+        let mut next = |()| inputs.next().expect("one buffer per queued tensor");
+        let items: Vec<Item<CudaTensor>> = layout
+            .iter()
+            .cloned()
+            .map(|(w, lora)| (w.map(&mut next), lora.map(|l| l.map(&mut next))))
+            .collect();
+        launch_forward(&x, &items)
+            .into_iter()
+            .flat_map(|(y, t)| std::iter::once(y).chain(t))
+            .collect()
+    });
+    let mut outputs = outputs.into_iter();
+    has_adapter
+        .into_iter()
+        .map(|lora| {
+            let y = outputs.next().expect("one output per projection");
+            (y, lora.then(|| outputs.next().expect("t beside y")))
+        })
+        .collect()
+}
+
+/// The products of [`forward`], in one launch.
+fn launch_forward(
     x: &CudaTensor,
-    items: &[(Frozen, Option<Adapter>)],
+    items: &[Item<CudaTensor>],
 ) -> Vec<(CudaTensor, Option<CudaTensor>)> {
     let [m, k] = [x.meta.shape()[0], x.meta.shape()[1]];
     let outputs: Vec<(CudaTensor, Option<CudaTensor>)> = items
@@ -334,9 +440,54 @@ struct Wanted {
     b: bool,
 }
 
+/// The gradients of [`launch_backward`] that `wanted` names, queued: those of x, the adapter's
+/// input, A and B, in that order.
+fn backward(
+    saved: Saved<FusedTensor>,
+    dy: FusedTensor,
+    wanted: Wanted,
+) -> [Option<FusedTensor>; 4] {
+    let [m, n] = dy.dims2();
+    let k = saved.w.shape()[1];
+    let r = saved.lora.as_ref().map_or(0, |(l, _)| l.rank());
+    let lora = saved.lora.is_some();
+    let made = [
+        wanted.x,
+        lora && wanted.input,
+        lora && wanted.a,
+        lora && wanted.b,
+    ];
+    let shapes = [[m, k], [m, k], [r, k], [n, r]];
+    let specs = made
+        .iter()
+        .zip(shapes)
+        .filter(|(made, _)| **made)
+        .map(|(_, shape)| (shape.into(), DType::BF16))
+        .collect();
+    let mut inputs = vec![dy];
+    let layout = saved.map(&mut |t| inputs.push(t));
+    let outputs = queue_all("lora_linear_backward", inputs, specs, move |inputs| {
+        let mut inputs = inputs.into_iter().map(into_contiguous);
+        let dy = inputs.next().expect("dy comes first");
+        let saved = layout
+            .clone()
+            .map(&mut |()| inputs.next().expect("one buffer per queued tensor"));
+        launch_backward(&saved, &dy, wanted)
+            .into_iter()
+            .flatten()
+            .collect()
+    });
+    let mut outputs = outputs.into_iter();
+    made.map(|made| made.then(|| outputs.next().expect("one output per gradient made")))
+}
+
 /// The gradients of x, the adapter's input, A and B for the output gradient `dy` `[m, n]`:
 /// `dx = dy · W`, `dt = s · dy · B`, `dB = s · dyᵀ · t`, `dA = dtᵀ · input`, `d_input = dt · A`.
-fn backward(saved: &Saved, dy: &CudaTensor, wanted: Wanted) -> [Option<CudaTensor>; 4] {
+fn launch_backward(
+    saved: &Saved<CudaTensor>,
+    dy: &CudaTensor,
+    wanted: Wanted,
+) -> [Option<CudaTensor>; 4] {
     let (m, n) = (dy.meta.shape()[0], dy.meta.shape()[1]);
     let k = saved.w.shape()[1];
     let new = |wanted: bool, shape: [usize; 2]| wanted.then(|| empty(dy, shape, DType::BF16));
@@ -414,10 +565,15 @@ fn backward(saved: &Saved, dy: &CudaTensor, wanted: Wanted) -> [Option<CudaTenso
 struct ProjectionBackward<const N: usize>;
 
 impl<const N: usize> Backward<Fused, N> for ProjectionBackward<N> {
-    type State = Saved;
+    type State = Saved<FusedTensor>;
 
-    fn backward(self, ops: Ops<Saved, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = cube_float(grads.consume::<Fused>(&ops.node));
+    fn backward(
+        self,
+        ops: Ops<Saved<FusedTensor>, N>,
+        grads: &mut Gradients,
+        _: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<Fused>(&ops.node);
         let tracked = |i: usize| ops.parents.get(i).is_some_and(Option::is_some);
         let wanted = Wanted {
             x: tracked(0),
@@ -425,10 +581,10 @@ impl<const N: usize> Backward<Fused, N> for ProjectionBackward<N> {
             a: tracked(2),
             b: tracked(3),
         };
-        let computed = backward(&ops.state, &dy, wanted);
+        let computed = backward(ops.state, dy, wanted);
         for (node, grad) in ops.parents.iter().zip(computed) {
             if let (Some(node), Some(grad)) = (node, grad) {
-                grads.register::<Fused>(node.id, fused(grad));
+                grads.register::<Fused>(node.id, grad);
             }
         }
     }
@@ -438,7 +594,6 @@ impl<const N: usize> Backward<Fused, N> for ProjectionBackward<N> {
 /// projection, each saving what its backward pass needs when any of its inputs is tracked.
 fn tracked(x: Tensor<Trained, 2>, projections: Vec<Operands<Trained>>) -> Vec<Tensor<Trained, 2>> {
     let x = x.into_primitive().tensor();
-    let cx = cube_float(x.primitive.clone());
     let mut nodes = Vec::with_capacity(projections.len());
     let mut items = Vec::with_capacity(projections.len());
     for p in projections {
@@ -451,44 +606,41 @@ fn tracked(x: Tensor<Trained, 2>, projections: Vec<Operands<Trained>>) -> Vec<Te
         let [input, a, b] = [term.input, term.a, term.b].map(|t| t.into_primitive().tensor());
         nodes.push(Some([&x, &input, &a, &b].map(|t| t.node.clone())));
         let adapter = Adapter {
-            input: cube_float(input.primitive),
-            a: cube_float(a.primitive),
-            b: cube_float(b.primitive),
+            input: input.primitive,
+            a: a.primitive,
+            b: b.primitive,
             scale: term.scale as f32,
         };
         items.push((w, Some(adapter)));
     }
-    let outputs = forward(&cx, &items);
+    let outputs = forward(x.primitive.clone(), items.clone());
     let results = items
         .into_iter()
         .zip(outputs)
         .zip(nodes)
-        .map(|(((w, lora), (y, t)), nodes)| {
-            let y = fused(y);
-            match (lora, t, nodes) {
-                (Some(adapter), Some(t), Some(nodes)) => {
-                    let saved = Saved {
-                        w,
-                        lora: Some((adapter, t)),
-                    };
-                    match ProjectionBackward::<4>
-                        .prepare::<NoCheckpointing>(nodes)
-                        .compute_bound()
-                        .stateful()
-                    {
-                        OpsKind::Tracked(prep) => prep.finish(saved, y),
-                        OpsKind::UnTracked(prep) => prep.finish(y),
-                    }
-                }
-                _ => match ProjectionBackward::<1>
-                    .prepare::<NoCheckpointing>([x.node.clone()])
+        .map(|(((w, lora), (y, t)), nodes)| match (lora, t, nodes) {
+            (Some(adapter), Some(t), Some(nodes)) => {
+                let saved = Saved {
+                    w,
+                    lora: Some((adapter, t)),
+                };
+                match ProjectionBackward::<4>
+                    .prepare::<NoCheckpointing>(nodes)
                     .compute_bound()
                     .stateful()
                 {
-                    OpsKind::Tracked(prep) => prep.finish(Saved { w, lora: None }, y),
+                    OpsKind::Tracked(prep) => prep.finish(saved, y),
                     OpsKind::UnTracked(prep) => prep.finish(y),
-                },
+                }
             }
+            _ => match ProjectionBackward::<1>
+                .prepare::<NoCheckpointing>([x.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(Saved { w, lora: None }, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            },
         });
     results
         .map(|result| Tensor::from_primitive(TensorPrimitive::Float(result)))

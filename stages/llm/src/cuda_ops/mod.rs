@@ -3,6 +3,9 @@
 //! hand-written backward pass; the plain burn implementation next to its caller is the
 //! reference it is tested against.
 //!
+//! Every operation is queued in burn-fusion's queue (`bridge::queue`) and runs on its device
+//! thread, so the thread that builds the model's graph never waits for a buffer.
+//!
 //! tigerflow's own attention kernels, those of the small operations around the projections
 //! (RMSNorm, rotary embeddings, SwiGLU, dropout) and the cross-entropy's are launched by cubecl in order with burn's
 //! (`source_kernel`). cuBLAS, the NF4 kernel beside it and the optimizer's device copies run on a

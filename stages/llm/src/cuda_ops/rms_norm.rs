@@ -11,7 +11,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
-use super::bridge::{CudaTensor, Fused, Trained, cube_float, empty, fused, ordinal, same};
+use burn_cubecl::kernel::into_contiguous;
+
+use super::bridge::{
+    CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
+};
 use super::kernels::{LayerKernels, layer_kernels};
 use super::source_kernel::{Scalar, launch};
 use crate::backend::Backend;
@@ -42,12 +46,9 @@ pub fn rms_norm<B: Backend, const D: usize>(
     };
     match same::<Inputs<B, 2>, Inputs<Fused, 2>>(inputs) {
         Ok((x, weight)) => {
-            let [x, weight] =
-                [x, weight.unsqueeze::<2>()].map(|t| cube_float(t.into_primitive().tensor()));
-            let y = Tensor::<Fused, 2>::from_primitive(TensorPrimitive::Float(fused(forward(
-                &x, &weight, eps,
-            ))));
-            let y: Tensor<B, 2> = same(y).unwrap_or_else(|_| unreachable!("B is Fused"));
+            let y = forward(primitive(x), primitive(weight.unsqueeze::<2>()), eps);
+            let y: Tensor<B, 2> =
+                same(tensor::<2>(y)).unwrap_or_else(|_| unreachable!("B is Fused"));
             Ok(y.reshape(dims))
         }
         Err((x, weight)) => Err((x.reshape(dims), weight)),
@@ -77,25 +78,30 @@ fn rows(x: &CudaTensor, eps: f64) -> [Scalar; 3] {
     ]
 }
 
-/// `y` for `x` `[rows, width]` and the weight as `[1, width]`.
-fn forward(x: &CudaTensor, weight: &CudaTensor, eps: f64) -> CudaTensor {
-    let y = empty(x, x.meta.shape().clone(), DType::BF16);
-    let grid = (x.meta.shape()[0] as u32, 1, 1);
-    launch(
-        &x.client,
-        kernels_for(x).rms_norm_fwd.clone(),
-        grid,
-        &[x, weight, &y],
-        &rows(x, eps),
-    );
+/// `y` for `x` `[rows, width]` and the weight as `[1, width]`, queued.
+fn forward(x: FusedTensor, weight: FusedTensor, eps: f64) -> FusedTensor {
+    let spec = (x.shape.clone(), DType::BF16);
+    let [y] = queue("rms_norm", [x, weight], [spec], move |inputs| {
+        let [x, weight] = inputs.map(into_contiguous);
+        let y = empty(&x, x.meta.shape().clone(), DType::BF16);
+        let grid = (x.meta.shape()[0] as u32, 1, 1);
+        launch(
+            &x.client,
+            kernels_for(&x).rms_norm_fwd.clone(),
+            grid,
+            &[&x, &weight, &y],
+            &rows(&x, eps),
+        );
+        [y]
+    });
     y
 }
 
 /// What the backward pass needs: the input, the weight and epsilon.
 #[derive(Debug, Clone)]
 struct Saved {
-    x: CudaTensor,
-    weight: CudaTensor,
+    x: FusedTensor,
+    weight: FusedTensor,
     eps: f64,
 }
 
@@ -106,19 +112,29 @@ impl Backward<Fused, 1> for RmsNormBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = cube_float(grads.consume::<Fused>(&ops.node));
+        let dy = grads.consume::<Fused>(&ops.node);
         let Saved { x, weight, eps } = ops.state;
-        let dx = empty(&x, x.meta.shape().clone(), DType::BF16);
-        launch(
-            &x.client,
-            kernels_for(&x).rms_norm_bwd.clone(),
-            (x.meta.shape()[0] as u32, 1, 1),
-            &[&x, &weight, &dy, &dx],
-            &rows(&x, eps),
+        let spec = (x.shape.clone(), DType::BF16);
+        let [dx] = queue(
+            "rms_norm_backward",
+            [x, weight, dy],
+            [spec],
+            move |inputs| {
+                let [x, weight, dy] = inputs.map(into_contiguous);
+                let dx = empty(&x, x.meta.shape().clone(), DType::BF16);
+                launch(
+                    &x.client,
+                    kernels_for(&x).rms_norm_bwd.clone(),
+                    (x.meta.shape()[0] as u32, 1, 1),
+                    &[&x, &weight, &dy, &dx],
+                    &rows(&x, eps),
+                );
+                [dx]
+            },
         );
         let [x_node] = ops.parents;
         if let Some(node) = x_node {
-            grads.register::<Fused>(node.id, fused(dx));
+            grads.register::<Fused>(node.id, dx);
         }
     }
 }
@@ -127,16 +143,16 @@ impl Backward<Fused, 1> for RmsNormBackward {
 fn tracked(x: Tensor<Trained, 2>, weight: Tensor<Trained, 1>, eps: f64) -> Tensor<Trained, 2> {
     let x = x.into_primitive().tensor();
     let node = x.node.clone();
-    let cx = cube_float(x.primitive);
-    let weight = cube_float(weight.unsqueeze::<2>().into_primitive().tensor().primitive);
-    let y = forward(&cx, &weight, eps);
+    let x = x.primitive;
+    let weight = weight.unsqueeze::<2>().into_primitive().tensor().primitive;
+    let y = forward(x.clone(), weight.clone(), eps);
     let result = match RmsNormBackward
         .prepare::<NoCheckpointing>([node])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish(Saved { x: cx, weight, eps }, fused(y)),
-        OpsKind::UnTracked(prep) => prep.finish(fused(y)),
+        OpsKind::Tracked(prep) => prep.finish(Saved { x, weight, eps }, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     };
     Tensor::from_primitive(TensorPrimitive::Float(result))
 }

@@ -10,7 +10,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
-use super::bridge::{CudaTensor, Fused, Trained, cube_float, empty, fused, ordinal, same};
+use burn_cubecl::kernel::into_contiguous;
+
+use super::bridge::{
+    CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
+};
 use super::kernels::{LAYER_THREADS, LayerKernels, layer_kernels};
 use super::source_kernel::{Scalar, SourceKernel, launch};
 use crate::backend::Backend;
@@ -34,8 +38,7 @@ pub fn rotary<B: Backend>(
         match same::<(Tensor<B, 3>, Tables<B>), (Tensor<Trained, 3>, Tables<Trained>)>((x, tables))
         {
             Ok((x, (cos, sin))) => {
-                let [cos, sin] =
-                    [cos, sin].map(|t| cube_float(t.into_primitive().tensor().primitive));
+                let [cos, sin] = [cos, sin].map(|t| t.into_primitive().tensor().primitive);
                 let y = tracked(x, heads, cos, sin);
                 return Ok(same(y).unwrap_or_else(|_| unreachable!("B is Trained")));
             }
@@ -44,11 +47,8 @@ pub fn rotary<B: Backend>(
     let tables = (cos.clone(), sin.clone());
     match same::<(Tensor<B, 3>, Tables<B>), (Tensor<Fused, 3>, Tables<Fused>)>((x, tables)) {
         Ok((x, (cos, sin))) => {
-            let [cos, sin] = [cos, sin].map(|t| cube_float(t.into_primitive().tensor()));
-            let x = cube_float(x.into_primitive().tensor());
-            let y = forward(&x, heads, &cos, &sin);
-            let y = Tensor::<Fused, 4>::from_primitive(TensorPrimitive::Float(fused(y)));
-            Ok(same(y).unwrap_or_else(|_| unreachable!("B is Fused")))
+            let y = forward(primitive(x), heads, primitive(cos), primitive(sin));
+            Ok(same(tensor::<4>(y)).unwrap_or_else(|_| unreachable!("B is Fused")))
         }
         Err((x, _)) => Err(x),
     }
@@ -81,9 +81,9 @@ fn kernels_for(x: &CudaTensor) -> &'static LayerKernels {
     layer_kernels(x.device.index).expect("checked by `supported`")
 }
 
-/// The kernels' `Heads`, from the split layout `[B, L, H·D]`.
-fn heads_of(x: &CudaTensor, heads: usize) -> [usize; 4] {
-    let shape = x.meta.shape();
+/// The kernels' `Heads` `[B, L, H, D]`, from the split layout `[B, L, H·D]`.
+fn heads_of(x: &FusedTensor, heads: usize) -> [usize; 4] {
+    let shape = &x.shape;
     [shape[0], shape[1], heads, shape[2] / heads]
 }
 
@@ -100,20 +100,25 @@ fn launch_pairs(kernel: &SourceKernel, dims: [usize; 4], buffers: &[&CudaTensor]
     );
 }
 
-/// The rotated heads `[B, H, L, D]` of `x` `[B, L, H·D]`.
-fn forward(x: &CudaTensor, heads: usize, cos: &CudaTensor, sin: &CudaTensor) -> CudaTensor {
-    let dims = heads_of(x, heads);
+/// The rotated heads `[B, H, L, D]` of `x` `[B, L, H·D]`, queued.
+fn forward(x: FusedTensor, heads: usize, cos: FusedTensor, sin: FusedTensor) -> FusedTensor {
+    let dims = heads_of(&x, heads);
     let [batch, len, heads, head_dim] = dims;
-    let y = empty(x, [batch, heads, len, head_dim], DType::BF16);
-    launch_pairs(&kernels_for(x).rotary_fwd, dims, &[x, cos, sin, &y]);
+    let spec = ([batch, heads, len, head_dim].into(), DType::BF16);
+    let [y] = queue("rotary", [x, cos, sin], [spec], move |inputs| {
+        let [x, cos, sin] = inputs.map(into_contiguous);
+        let y = empty(&x, [batch, heads, len, head_dim], DType::BF16);
+        launch_pairs(&kernels_for(&x).rotary_fwd, dims, &[&x, &cos, &sin, &y]);
+        [y]
+    });
     y
 }
 
 /// What the backward pass needs: the tables and the layout.
 #[derive(Debug, Clone)]
 struct Saved {
-    cos: CudaTensor,
-    sin: CudaTensor,
+    cos: FusedTensor,
+    sin: FusedTensor,
     dims: [usize; 4],
 }
 
@@ -124,14 +129,19 @@ impl Backward<Fused, 1> for RotaryBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = cube_float(grads.consume::<Fused>(&ops.node));
+        let dy = grads.consume::<Fused>(&ops.node);
         let Saved { cos, sin, dims } = ops.state;
         let [batch, len, heads, head_dim] = dims;
-        let dx = empty(&dy, [batch, len, heads * head_dim], DType::BF16);
-        launch_pairs(&kernels_for(&dy).rotary_bwd, dims, &[&dy, &cos, &sin, &dx]);
+        let spec = ([batch, len, heads * head_dim].into(), DType::BF16);
+        let [dx] = queue("rotary_backward", [dy, cos, sin], [spec], move |inputs| {
+            let [dy, cos, sin] = inputs.map(into_contiguous);
+            let dx = empty(&dy, [batch, len, heads * head_dim], DType::BF16);
+            launch_pairs(&kernels_for(&dy).rotary_bwd, dims, &[&dy, &cos, &sin, &dx]);
+            [dx]
+        });
         let [x_node] = ops.parents;
         if let Some(node) = x_node {
-            grads.register::<Fused>(node.id, fused(dx));
+            grads.register::<Fused>(node.id, dx);
         }
     }
 }
@@ -140,27 +150,20 @@ impl Backward<Fused, 1> for RotaryBackward {
 fn tracked(
     x: Tensor<Trained, 3>,
     heads: usize,
-    cos: CudaTensor,
-    sin: CudaTensor,
+    cos: FusedTensor,
+    sin: FusedTensor,
 ) -> Tensor<Trained, 4> {
     let x = x.into_primitive().tensor();
     let node = x.node.clone();
-    let cx = cube_float(x.primitive);
-    let y = forward(&cx, heads, &cos, &sin);
+    let dims = heads_of(&x.primitive, heads);
+    let y = forward(x.primitive, heads, cos.clone(), sin.clone());
     let result = match RotaryBackward
         .prepare::<NoCheckpointing>([node])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish(
-            Saved {
-                cos,
-                sin,
-                dims: heads_of(&cx, heads),
-            },
-            fused(y),
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(fused(y)),
+        OpsKind::Tracked(prep) => prep.finish(Saved { cos, sin, dims }, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     };
     Tensor::from_primitive(TensorPrimitive::Float(result))
 }

@@ -7,8 +7,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
-use super::bridge::{CudaTensor, Fused, Trained, cube_float, empty, fused, ordinal, same};
-use super::kernels::{LAYER_THREADS, layer_kernels};
+use burn_cubecl::kernel::into_contiguous;
+
+use super::bridge::{
+    CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
+};
+use super::kernels::{LAYER_THREADS, LayerKernels, layer_kernels};
 use super::source_kernel::{Scalar, SourceKernel, launch};
 use crate::backend::Backend;
 
@@ -31,9 +35,7 @@ pub fn swiglu<B: Backend, const D: usize>(
     };
     match same::<Inputs<B, D>, Inputs<Fused, D>>(inputs) {
         Ok((gate, up)) => {
-            let [gate, up] = [gate, up].map(|t| cube_float(t.into_primitive().tensor()));
-            let out = forward(&gate, &up);
-            let out = Tensor::<Fused, D>::from_primitive(TensorPrimitive::Float(fused(out)));
+            let out = tensor::<D>(forward(primitive(gate), primitive(up)));
             Ok(same(out).unwrap_or_else(|_| unreachable!("B is Fused")))
         }
         Err(inputs) => Err(inputs),
@@ -61,18 +63,27 @@ fn launch_elements(kernel: &SourceKernel, buffers: &[&CudaTensor]) {
     );
 }
 
-fn forward(gate: &CudaTensor, up: &CudaTensor) -> CudaTensor {
-    let out = empty(gate, gate.meta.shape().clone(), DType::BF16);
-    let kernels = layer_kernels(gate.device.index).expect("checked by `supported`");
-    launch_elements(&kernels.swiglu_fwd, &[gate, up, &out]);
+/// `silu(gate) · up`, queued.
+fn forward(gate: FusedTensor, up: FusedTensor) -> FusedTensor {
+    let spec = (gate.shape.clone(), DType::BF16);
+    let [out] = queue("swiglu", [gate, up], [spec], |inputs| {
+        let [gate, up] = inputs.map(into_contiguous);
+        let out = empty(&gate, gate.meta.shape().clone(), DType::BF16);
+        launch_elements(&kernels_for(&gate).swiglu_fwd, &[&gate, &up, &out]);
+        [out]
+    });
     out
+}
+
+fn kernels_for(t: &CudaTensor) -> &'static LayerKernels {
+    layer_kernels(t.device.index).expect("checked by `supported`")
 }
 
 /// What the backward pass needs: both inputs.
 #[derive(Debug, Clone)]
 struct Saved {
-    gate: CudaTensor,
-    up: CudaTensor,
+    gate: FusedTensor,
+    up: FusedTensor,
 }
 
 #[derive(Debug)]
@@ -82,17 +93,29 @@ impl Backward<Fused, 2> for SwigluBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let d_out = cube_float(grads.consume::<Fused>(&ops.node));
+        let d_out = grads.consume::<Fused>(&ops.node);
         let Saved { gate, up } = ops.state;
-        let shape = gate.meta.shape().clone();
-        let d_gate = empty(&gate, shape.clone(), DType::BF16);
-        let d_up = empty(&gate, shape, DType::BF16);
-        let kernels = layer_kernels(gate.device.index).expect("checked by `supported`");
-        launch_elements(&kernels.swiglu_bwd, &[&gate, &up, &d_out, &d_gate, &d_up]);
+        let spec = (gate.shape.clone(), DType::BF16);
+        let [d_gate, d_up] = queue(
+            "swiglu_backward",
+            [gate, up, d_out],
+            [spec.clone(), spec],
+            |inputs| {
+                let [gate, up, d_out] = inputs.map(into_contiguous);
+                let shape = gate.meta.shape().clone();
+                let d_gate = empty(&gate, shape.clone(), DType::BF16);
+                let d_up = empty(&gate, shape, DType::BF16);
+                launch_elements(
+                    &kernels_for(&gate).swiglu_bwd,
+                    &[&gate, &up, &d_out, &d_gate, &d_up],
+                );
+                [d_gate, d_up]
+            },
+        );
         let [gate_node, up_node] = ops.parents;
         for (node, grad) in [(gate_node, d_gate), (up_node, d_up)] {
             if let Some(node) = node {
-                grads.register::<Fused>(node.id, fused(grad));
+                grads.register::<Fused>(node.id, grad);
             }
         }
     }
@@ -102,15 +125,15 @@ impl Backward<Fused, 2> for SwigluBackward {
 fn tracked<const D: usize>(gate: Tensor<Trained, D>, up: Tensor<Trained, D>) -> Tensor<Trained, D> {
     let [gate, up] = [gate, up].map(|t| t.into_primitive().tensor());
     let nodes = [gate.node.clone(), up.node.clone()];
-    let [gate, up] = [gate, up].map(|t| cube_float(t.primitive));
-    let out = forward(&gate, &up);
+    let [gate, up] = [gate, up].map(|t| t.primitive);
+    let out = forward(gate.clone(), up.clone());
     let result = match SwigluBackward
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish(Saved { gate, up }, fused(out)),
-        OpsKind::UnTracked(prep) => prep.finish(fused(out)),
+        OpsKind::Tracked(prep) => prep.finish(Saved { gate, up }, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
     };
     Tensor::from_primitive(TensorPrimitive::Float(result))
 }
