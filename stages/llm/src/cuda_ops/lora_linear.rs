@@ -3,8 +3,8 @@
 //! by a kernel of tigerflow's into a scratch buffer right before their product.
 //!
 //! The base weight `W` is frozen: the backward pass computes the gradients of `x`, of the
-//! adapter's input (`dropout(x)`, whose mask burn's autodiff applies) and of `A` and `B`, never
-//! `W`'s, and it keeps only the packed NF4 weight, not the dense one.
+//! adapter's input (`dropout(x)`, whose own backward pass applies the mask) and of `A` and `B`,
+//! never `W`'s, and it keeps only the packed NF4 weight, not the dense one.
 //!
 //! Each operation is ordered with burn's stream by two one-thread kernels and two stream memory
 //! operations (see `bridge`), a few microseconds of idle GPU per call. So the projections that
