@@ -36,9 +36,14 @@ WALL = 0x40000000
 RIP, RSP, RBP = 16, 19, 4
 
 
+def stat_fields(pid, tid):
+    """The fields of a thread's /proc stat line after its name: state first."""
+    return open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+
+
 def thread_stat(pid, tid):
     """(name, state, user ticks, system ticks) of one thread."""
-    fields = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+    fields = stat_fields(pid, tid)
     name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
     return name, fields[0], int(fields[11]), int(fields[12])
 
@@ -70,7 +75,7 @@ def record(args):
         for name in tasks():
             tid = int(name)
             try:
-                state = thread_stat(pid, tid)[1]
+                state = stat_fields(pid, tid)[0]
             except OSError:
                 continue
             if state != "R":

@@ -82,9 +82,12 @@ impl Operation<FusionCubeRuntime<CudaRuntime>> for Queued {
             .ir
             .inputs
             .iter()
-            .map(|t| match t.dtype.is_float() {
-                true => handles.get_float_tensor::<Cube>(t),
-                false => handles.get_int_tensor::<Cube>(t),
+            .map(|t| {
+                if t.dtype.is_float() {
+                    handles.get_float_tensor::<Cube>(t)
+                } else {
+                    handles.get_int_tensor::<Cube>(t)
+                }
             })
             .collect();
         let outputs = (self.compute)(inputs);

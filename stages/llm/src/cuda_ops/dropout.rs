@@ -111,6 +111,7 @@ impl Mask {
         y
     }
 
+    /// The kernel on `x`'s buffer, into a new one.
     fn launch(&self, x: &CudaTensor) -> CudaTensor {
         let n = x.meta.shape().num_elements();
         let y = empty(x, x.meta.shape().clone(), DType::BF16);
