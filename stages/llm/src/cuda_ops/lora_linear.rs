@@ -11,6 +11,7 @@
 //! read the same `x` (q, k, v; gate, up) run their forward products in one operation, and only
 //! products large enough to repay that cost come here (`MIN_MACS`).
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -41,6 +42,24 @@ type Inputs<B> = (Tensor<B, 2>, Vec<Operands<B>>);
 /// adapter's took 21–36 ms of GPU time per micro-batch (BENCHMARKS.md, the pass-20 profile), so
 /// 2^31 sends every projection of both shapes to cuBLAS. Decoding (a few rows) stays on burn.
 pub const MIN_MACS: usize = 1 << 31;
+
+thread_local! {
+    /// This thread's threshold: [`MIN_MACS`] outside [`with_every_projection`].
+    static THRESHOLD: Cell<usize> = const { Cell::new(MIN_MACS) };
+}
+
+/// Runs `f` with every projection that the operation serves taking it on this thread, whatever
+/// its size, and restores the threshold after, even if `f` panics.
+pub fn with_every_projection<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THRESHOLD.set(self.0);
+        }
+    }
+    let _restore = Restore(THRESHOLD.replace(0));
+    f()
+}
 
 /// [`crate::linear::adapted_linears`] through cuBLAS when every tensor is bf16 on the CUDA
 /// backend (with or without autodiff), the products are large enough and cuBLAS loads; otherwise
@@ -99,7 +118,7 @@ fn supported<B: Backend>(x: &Tensor<B, 2>, projections: &[Operands<B>]) -> bool 
                 && (q.shape[0] * q.shape[1]).is_multiple_of(8)
         }
     };
-    rows * inner * outer >= MIN_MACS
+    rows * inner * outer >= THRESHOLD.get()
         && bf16(x)
         && projections.iter().all(|p| {
             base_ok(&p.base)

@@ -33,7 +33,7 @@ pub use cross_entropy::nll_sum;
 pub use dropout::{dropout, seed_dropout};
 pub use flash_attention::flash_attention;
 pub use kernels::{HEAD_DIMS, flash_kernels, layer_kernels, loss_kernels, set_ptx_cache};
-pub use lora_linear::{MIN_MACS, lora_linears};
+pub use lora_linear::{MIN_MACS, lora_linears, with_every_projection};
 pub use rms_norm::rms_norm;
 pub use rotary::rotary;
 pub use swiglu::swiglu;

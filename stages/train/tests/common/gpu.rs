@@ -10,7 +10,9 @@
 //!
 //! The checks pad their batches to one shape (`SHAPE`) where they can, because each new shape
 //! compiles and autotunes new kernels: on a cold kernel cache the training check alone ran for
-//! more than five minutes before that. Run them with a persistent `TIGERFLOW_CACHE`.
+//! more than five minutes before that, and for more than fifteen while its projections went
+//! through burn's matmul (now cuBLAS's, see `check_training`). Run them with a persistent
+//! `TIGERFLOW_CACHE`.
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -108,18 +110,22 @@ pub fn check_nf4<M: Backend>(device: &M::Device, p: Precision, exact: bool) {
     }
 }
 
-/// PEFT parity, packing and accumulation on `M`.
+/// PEFT parity, packing and accumulation on `M`, with the projections in the operation that
+/// real models train through (cuBLAS, where `M` is bf16) rather than burn's matmul, which the
+/// tiny model's sizes would otherwise choose.
 pub fn check_training<M: Backend>(device: &M::Device, p: Precision) {
-    check_peft_parity::<Autodiff<M>>(
-        device,
-        Tolerances {
-            loss: f64::from(p.value),
-            grad: p.grad,
-            norm: f64::from(p.grad),
-        },
-    );
-    check_packing::<Autodiff<M>>(device, f64::from(p.value));
-    check_accumulation::<Autodiff<M>>(device, f64::from(p.grad));
+    tigerflow_llm::cuda::with_every_projection_on_cublas(|| {
+        check_peft_parity::<Autodiff<M>>(
+            device,
+            Tolerances {
+                loss: f64::from(p.value),
+                grad: p.grad,
+                norm: f64::from(p.grad),
+            },
+        );
+        check_packing::<Autodiff<M>>(device, f64::from(p.value));
+        check_accumulation::<Autodiff<M>>(device, f64::from(p.grad));
+    });
 }
 
 /// Layer-wise recompute equals the full graph on `M`, dropout on.
