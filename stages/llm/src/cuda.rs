@@ -91,8 +91,8 @@ pub const CUBLAS_MIN_MACS: usize = crate::cuda_ops::MIN_MACS;
 /// For tests: a model small enough for a test has products far below [`CUBLAS_MIN_MACS`], so it
 /// would train through burn's matmul, not the operation every real model trains through, and
 /// burn autotunes each of its many small shapes and layouts on a cold kernel cache (the tiny
-/// model's training check compiled 585 kernels for 69 shapes in 17 minutes and was not done;
-/// BENCHMARKS.md, "The operations in burn-fusion's queue").
+/// model's training check compiled 585 kernels for 69 matmul shapes and layouts in about 17
+/// minutes and was not done; BENCHMARKS.md, "The operations in burn-fusion's queue").
 pub fn with_every_projection_on_cublas<R>(f: impl FnOnce() -> R) -> R {
     crate::cuda_ops::with_every_projection(f)
 }
