@@ -20,7 +20,7 @@ use burn_cubecl::kernel::into_contiguous;
 use super::bridge::{
     CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
 };
-use super::kernels::{LAYER_THREADS, layer_kernels};
+use super::kernels::{LAYER_THREADS, LayerKernels, layer_kernels};
 use super::source_kernel::{Scalar, launch};
 use crate::backend::Backend;
 
@@ -115,7 +115,7 @@ impl Mask {
     fn launch(&self, x: &CudaTensor) -> CudaTensor {
         let n = x.meta.shape().num_elements();
         let y = empty(x, x.meta.shape().clone(), DType::BF16);
-        let kernels = layer_kernels(x.device.index).expect("checked by `supported`");
+        let kernels = LayerKernels::of(x);
         launch(
             &x.client,
             kernels.dropout.clone(),

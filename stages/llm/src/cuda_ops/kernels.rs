@@ -12,6 +12,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 use sha2::{Digest, Sha256};
 
+use super::bridge::CudaTensor;
 use super::source_kernel::{Program, SourceKernel};
 
 /// The flash-attention source: four kernels, `HEAD_DIM` set when compiling.
@@ -184,6 +185,14 @@ pub struct LayerKernels {
     pub swiglu_fwd: SourceKernel,
     pub swiglu_bwd: SourceKernel,
     pub dropout: SourceKernel,
+}
+
+impl LayerKernels {
+    /// The layer kernels of `t`'s device, for an operation whose `supported` check found them
+    /// there.
+    pub fn of(t: &CudaTensor) -> &'static Self {
+        layer_kernels(t.device.index).expect("checked by `supported`")
+    }
 }
 
 /// The layer kernels, which cubecl compiles on first launch; `None` on GPUs older than Ampere:

@@ -64,10 +64,6 @@ fn supported<B: Backend, const D: usize>(x: &Tensor<B, D>, weight: &Tensor<B, 1>
         && ordinal(&x.device()).is_some_and(|o| layer_kernels(o).is_some())
 }
 
-fn kernels_for(x: &CudaTensor) -> &'static LayerKernels {
-    layer_kernels(x.device.index).expect("checked by `supported`")
-}
-
 /// The kernels' `Rows`.
 fn rows(x: &CudaTensor, eps: f64) -> [Scalar; 3] {
     let shape = x.meta.shape();
@@ -87,7 +83,7 @@ fn forward(x: FusedTensor, weight: FusedTensor, eps: f64) -> FusedTensor {
         let grid = (x.meta.shape()[0] as u32, 1, 1);
         launch(
             &x.client,
-            kernels_for(&x).rms_norm_fwd.clone(),
+            LayerKernels::of(&x).rms_norm_fwd.clone(),
             grid,
             &[&x, &weight, &y],
             &rows(&x, eps),
@@ -124,7 +120,7 @@ impl Backward<Fused, 1> for RmsNormBackward {
                 let dx = empty(&x, x.meta.shape().clone(), DType::BF16);
                 launch(
                     &x.client,
-                    kernels_for(&x).rms_norm_bwd.clone(),
+                    LayerKernels::of(&x).rms_norm_bwd.clone(),
                     (x.meta.shape()[0] as u32, 1, 1),
                     &[&x, &weight, &dy, &dx],
                     &rows(&x, eps),

@@ -77,10 +77,6 @@ fn supported<B: Backend>(
         && ordinal(&x.device()).is_some_and(|o| layer_kernels(o).is_some())
 }
 
-fn kernels_for(x: &CudaTensor) -> &'static LayerKernels {
-    layer_kernels(x.device.index).expect("checked by `supported`")
-}
-
 /// The kernels' `Heads` `[B, L, H, D]`, from the split layout `[B, L, H·D]`.
 fn heads_of(x: &FusedTensor, heads: usize) -> [usize; 4] {
     let shape = &x.shape;
@@ -108,7 +104,11 @@ fn forward(x: FusedTensor, heads: usize, cos: FusedTensor, sin: FusedTensor) -> 
     let [y] = queue("rotary", [x, cos, sin], [spec], move |inputs| {
         let [x, cos, sin] = inputs.map(into_contiguous);
         let y = empty(&x, [batch, heads, len, head_dim], DType::BF16);
-        launch_pairs(&kernels_for(&x).rotary_fwd, dims, &[&x, &cos, &sin, &y]);
+        launch_pairs(
+            &LayerKernels::of(&x).rotary_fwd,
+            dims,
+            &[&x, &cos, &sin, &y],
+        );
         [y]
     });
     y
@@ -136,7 +136,11 @@ impl Backward<Fused, 1> for RotaryBackward {
         let [dx] = queue("rotary_backward", [dy, cos, sin], [spec], move |inputs| {
             let [dy, cos, sin] = inputs.map(into_contiguous);
             let dx = empty(&dy, [batch, len, heads * head_dim], DType::BF16);
-            launch_pairs(&kernels_for(&dy).rotary_bwd, dims, &[&dy, &cos, &sin, &dx]);
+            launch_pairs(
+                &LayerKernels::of(&dy).rotary_bwd,
+                dims,
+                &[&dy, &cos, &sin, &dx],
+            );
             [dx]
         });
         let [x_node] = ops.parents;

@@ -69,14 +69,10 @@ fn forward(gate: FusedTensor, up: FusedTensor) -> FusedTensor {
     let [out] = queue("swiglu", [gate, up], [spec], |inputs| {
         let [gate, up] = inputs.map(into_contiguous);
         let out = empty(&gate, gate.meta.shape().clone(), DType::BF16);
-        launch_elements(&kernels_for(&gate).swiglu_fwd, &[&gate, &up, &out]);
+        launch_elements(&LayerKernels::of(&gate).swiglu_fwd, &[&gate, &up, &out]);
         [out]
     });
     out
-}
-
-fn kernels_for(t: &CudaTensor) -> &'static LayerKernels {
-    layer_kernels(t.device.index).expect("checked by `supported`")
 }
 
 /// What the backward pass needs: both inputs.
@@ -106,7 +102,7 @@ impl Backward<Fused, 2> for SwigluBackward {
                 let d_gate = empty(&gate, shape.clone(), DType::BF16);
                 let d_up = empty(&gate, shape, DType::BF16);
                 launch_elements(
-                    &kernels_for(&gate).swiglu_bwd,
+                    &LayerKernels::of(&gate).swiglu_bwd,
                     &[&gate, &up, &d_out, &d_gate, &d_up],
                 );
                 [d_gate, d_up]
