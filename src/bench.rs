@@ -7,14 +7,14 @@ use std::process::Command;
 
 use tigerflow_llm::device::{DeviceSpec, run_on};
 use tigerflow_stage::Reporter;
-use tigerflow_train::bench::{BenchSettings, BenchTask, ModelShape, table};
-use tigerflow_train::collective::{Alone, Collective};
-use tigerflow_train::launch::{local_ranks, stop_with_parent, supervise};
-use tigerflow_train::nccl_lib::library_path_for;
+use tigerflow_distributed::collective::{Alone, Collective};
+use tigerflow_distributed::launch::{local_ranks, stop_with_parent, supervise};
+use tigerflow_distributed::nccl_lib;
+use tigerflow_distributed::rank_env::RankEnv;
+use tigerflow_distributed::tcp_group::TcpGroup;
+use tigerflow_finetune::bench::{BenchSettings, BenchTask, ModelShape, table};
 use tigerflow_train::params::TrainParams;
 use tigerflow_train::rank::{RENDEZVOUS, collective_for};
-use tigerflow_train::rank_env::RankEnv;
-use tigerflow_train::tcp_group::TcpGroup;
 
 /// Arguments of `tigerflow bench`.
 #[derive(Debug, clap::Args)]
@@ -98,7 +98,7 @@ fn bench_train(args: &TrainBenchArgs) -> Result<(), String> {
         _ if std::env::var_os("RANK").is_none() => start_ranks(&specs),
         _ => {
             stop_with_parent();
-            let env = RankEnv::from_env()?;
+            let env = RankEnv::from_env().map_err(|e| e.to_string())?;
             let spec = *specs.get(env.local_rank).ok_or_else(|| {
                 format!(
                     "LOCAL_RANK={} but --device lists {} devices",
@@ -106,8 +106,8 @@ fn bench_train(args: &TrainBenchArgs) -> Result<(), String> {
                     specs.len()
                 )
             })?;
-            let tcp = TcpGroup::join(&env, RENDEZVOUS)?;
-            let mut collective = collective_for(spec, tcp)?;
+            let tcp = TcpGroup::join(&env, RENDEZVOUS).map_err(|e| e.to_string())?;
+            let mut collective = collective_for(spec, tcp).map_err(|e| e.to_string())?;
             measure(args, &settings, spec, collective.as_mut())
         }
     }
@@ -175,15 +175,19 @@ fn start_ranks(specs: &[DeviceSpec]) -> Result<(), String> {
         command.args(std::env::args_os().skip(1));
         command
     };
-    let library_path = library_path_for(specs, &tigerflow::cache_dir())?;
+    let library_path = if specs.iter().all(|s| *s == DeviceSpec::Cpu) {
+        None
+    } else {
+        Some(nccl_lib::library_path(&tigerflow::cache_dir()).map_err(|e| e.to_string())?)
+    };
     let launches = local_ranks(command, specs.len(), &logs, library_path.as_deref())
-        .map_err(|e| format!("choosing MASTER_PORT: {e}"))?;
+        .map_err(|e| e.to_string())?;
     eprintln!(
         "{} ranks; their logs are in {}",
         specs.len(),
         logs.display()
     );
-    supervise(launches, &Printed)
+    supervise(launches, &Printed).map_err(|e| e.to_string())
 }
 
 /// Prints what rank 0 prints (its report), line by line.

@@ -1,4 +1,4 @@
-"""Checks and times the attention kernels of stages/llm/src/kernels/flash_attention.cu outside
+"""Checks and times the attention kernels of crates/cuda/src/flash_attention.cu outside
 the Rust build: compiles the file with NVRTC and launches it through the CUDA driver API, both
 through ctypes, exactly as the Rust side does, on PyTorch tensors.
 
@@ -31,7 +31,7 @@ except ImportError:  # --compile-only runs without PyTorch
     torch = None
 
 KERNEL_SOURCE = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "stages", "llm", "src", "kernels", "flash_attention.cu"
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "crates", "cuda", "src", "flash_attention.cu"
 )
 ARCH = "sm_90"
 

@@ -14,7 +14,7 @@ from transformers import LlamaForCausalLM
 
 from peft_reference import SHAPES, llama_config
 
-FIXTURE = pathlib.Path(__file__).resolve().parents[2] / "stages/llm/tests/fixtures/gqa_tied/tokenizer.json"
+FIXTURE = pathlib.Path(__file__).resolve().parents[2] / "crates/llm/tests/fixtures/gqa_tied/tokenizer.json"
 
 
 def main() -> None:

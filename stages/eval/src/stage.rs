@@ -11,11 +11,11 @@ use tigerflow_llm::model::CacheView;
 use tigerflow_llm::peft::PeftAdapter;
 use tigerflow_llm::sampling::{Sampler, SamplingConfig};
 use tigerflow_stage::{Context, InputSlot, StageError, TypedStage};
-use tigerflow_train::base::{BaseSpec, LoadedBase, load_base};
-use tigerflow_train::data::{read_texts, wrap};
-use tigerflow_train::packing::{Padding, pack};
-use tigerflow_train::plot::{loss_series, lr_series, svg};
-use tigerflow_train::trainer::evaluate;
+use tigerflow_finetune::base::{BaseSpec, LoadedBase, load_base};
+use tigerflow_finetune::data::{read_texts, wrap};
+use tigerflow_finetune::packing::{Padding, pack};
+use tigerflow_finetune::plot::{loss_series, lr_series, svg};
+use tigerflow_finetune::trainer::evaluate;
 
 use crate::params::EvalParams;
 use crate::report::{EvalMetrics, Sample, Scores, render};
@@ -46,7 +46,7 @@ impl TypedStage for EvalStage {
     }
 
     fn extra_dependencies(&self, params: &EvalParams) -> Vec<PathBuf> {
-        if !params.base_model.is_empty() && tigerflow_train::base::is_local(&params.base_model) {
+        if !params.base_model.is_empty() && tigerflow_finetune::base::is_local(&params.base_model) {
             vec![PathBuf::from(&params.base_model)]
         } else {
             Vec::new()
@@ -236,7 +236,7 @@ fn evaluate_on<B: Backend>(
             .collect(),
     };
     let lines =
-        tigerflow_train::metrics::read(&adapter_input.join("metrics.jsonl")).unwrap_or_default();
+        tigerflow_finetune::metrics::read(&adapter_input.join("metrics.jsonl")).unwrap_or_default();
     let curves = if lines.is_empty() {
         Vec::new()
     } else {

@@ -1,10 +1,9 @@
 //! The `train` stage's parameters: the reference (axolotl) config keys with its defaults.
 
 use serde::{Deserialize, Serialize};
+use tigerflow_finetune::schedule::LrScheduler;
 use tigerflow_llm::lora::ALL_LINEAR;
 use tigerflow_stage::{ParamError, Params};
-
-use crate::schedule::LrScheduler;
 
 /// Parameters of `uses = "train"`. Every key is optional; the defaults reproduce the reference
 /// QLoRA recipe (Llama, r=32, seq 4096, packing, 2×4 micro-batches, 3 epochs, cosine 2e-4).

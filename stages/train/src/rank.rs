@@ -9,15 +9,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tigerflow_distributed::collective::Collective;
+use tigerflow_distributed::collective::CollectiveError;
+use tigerflow_distributed::rank_env::RankEnv;
+use tigerflow_distributed::rank_env::RankEnvError;
+use tigerflow_distributed::rank_report::{LineReporter, RankLine};
+use tigerflow_distributed::tcp_group::TcpGroup;
 use tigerflow_llm::device::DeviceSpec;
-use tigerflow_stage::Context;
+use tigerflow_stage::{Context, StageError};
 
-use crate::collective::Collective;
 use crate::params::TrainParams;
-use crate::rank_env::RankEnv;
-use crate::rank_report::{LineReporter, RankLine};
 use crate::stage::train_as_rank;
-use crate::tcp_group::TcpGroup;
 
 /// How long ranks wait for each other to start: on a cluster, hosts start at different times.
 pub const RENDEZVOUS: Duration = Duration::from_secs(600);
@@ -51,51 +53,85 @@ impl Job {
     }
 }
 
+/// Why a rank could not train.
+#[derive(Debug, thiserror::Error)]
+pub enum RankError {
+    #[error(transparent)]
+    Env(#[from] RankEnvError),
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
+    #[error("{}: {source}", path.display())]
+    ReadJob {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{}: not a training job ({source}); fix: pass the job.json the train stage wrote",
+        path.display()
+    )]
+    NotAJob {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: params: {source}", path.display())]
+    Params {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "WORLD_SIZE={env} but the train stage has hosts × devices = {stage} ranks; fix: start {stage} ranks, or change hosts or devices"
+    )]
+    WorldSize { env: usize, stage: usize },
+    #[error(
+        "LOCAL_RANK={local_rank} but devices lists {devices} per host; fix: start one rank per listed device on each host"
+    )]
+    LocalRank { local_rank: usize, devices: usize },
+    /// A device name that does not parse, or a GPU in a build without CUDA.
+    #[error("{0}")]
+    Device(String),
+    #[error(transparent)]
+    Train(#[from] StageError),
+}
+
 /// Runs the rank described by the process environment on the job in `job_path`. A failure is
 /// also sent to the stage as a [`RankLine::Failed`].
-pub fn run_rank(job_path: &Path) -> Result<(), String> {
-    crate::launch::stop_with_parent();
+pub fn run_rank(job_path: &Path) -> Result<(), RankError> {
+    tigerflow_distributed::launch::stop_with_parent();
     let env = RankEnv::from_env();
     let rank = env.as_ref().map_or(0, |env| env.rank);
-    let result = env.and_then(|env| run(job_path, &env));
-    if let Err(message) = &result {
+    let result = env
+        .map_err(RankError::from)
+        .and_then(|env| run(job_path, &env));
+    if let Err(error) = &result {
         RankLine::Failed {
             rank,
-            message: message.clone(),
+            message: error.to_string(),
         }
         .print();
     }
     result
 }
 
-fn run(job_path: &Path, env: &RankEnv) -> Result<(), String> {
-    let text =
-        std::fs::read_to_string(job_path).map_err(|e| format!("{}: {e}", job_path.display()))?;
-    let job: Job = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{}: not a training job ({e}); fix: pass the job.json the train stage wrote",
-            job_path.display()
-        )
-    })?;
+fn run(job_path: &Path, env: &RankEnv) -> Result<(), RankError> {
+    let path = || job_path.to_owned();
+    let text = std::fs::read_to_string(job_path)
+        .map_err(|source| RankError::ReadJob { path: path(), source })?;
+    let job: Job = serde_json::from_str(&text)
+        .map_err(|source| RankError::NotAJob { path: path(), source })?;
     let params: TrainParams = serde_json::from_value(job.params.clone())
-        .map_err(|e| format!("{}: params: {e}", job_path.display()))?;
+        .map_err(|source| RankError::Params { path: path(), source })?;
     if env.world_size != params.world_size() {
-        return Err(format!(
-            "WORLD_SIZE={} but the train stage has hosts × devices = {} ranks; fix: start {} ranks, or change hosts or devices",
-            env.world_size,
-            params.world_size(),
-            params.world_size()
-        ));
+        return Err(RankError::WorldSize {
+            env: env.world_size,
+            stage: params.world_size(),
+        });
     }
     let devices = params.host_devices();
-    let name = devices.get(env.local_rank).ok_or_else(|| {
-        format!(
-            "LOCAL_RANK={} but devices lists {} per host; fix: start one rank per listed device on each host",
-            env.local_rank,
-            devices.len()
-        )
+    let name = devices.get(env.local_rank).ok_or(RankError::LocalRank {
+        local_rank: env.local_rank,
+        devices: devices.len(),
     })?;
-    let spec = DeviceSpec::parse(name)?;
+    let spec = DeviceSpec::parse(name).map_err(RankError::Device)?;
     let tcp = TcpGroup::join(env, RENDEZVOUS)?;
     let mut collective = collective_for(spec, tcp)?;
     let reporter = LineReporter::new(env.rank == 0);
@@ -108,19 +144,21 @@ fn run(job_path: &Path, env: &RankEnv) -> Result<(), String> {
         cache_dir: &job.cache_dir,
         reporter: &reporter,
     };
-    train_as_rank(&params, &mut ctx, spec, collective.as_mut()).map_err(|e| e.to_string())
+    Ok(train_as_rank(&params, &mut ctx, spec, collective.as_mut())?)
 }
 
 /// GPUs sum through NCCL; CPU ranks through the TCP group they met in.
-pub fn collective_for(spec: DeviceSpec, tcp: TcpGroup) -> Result<Box<dyn Collective>, String> {
+pub fn collective_for(spec: DeviceSpec, tcp: TcpGroup) -> Result<Box<dyn Collective>, RankError> {
     match spec {
         DeviceSpec::Cpu => Ok(Box::new(tcp)),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(ordinal) => {
             let mut tcp = tcp;
-            Ok(Box::new(crate::nccl::NcclGroup::join(&mut tcp, ordinal)?))
+            Ok(Box::new(tigerflow_distributed::nccl::NcclGroup::join(&mut tcp, ordinal)?))
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => Err(tigerflow_llm::device::needs_cuda_build(spec)),
+        DeviceSpec::Cuda(_) => Err(RankError::Device(
+            tigerflow_llm::device::needs_cuda_build(spec),
+        )),
     }
 }

@@ -6,23 +6,23 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde_json::json;
+use tigerflow_distributed::collective::{Alone, Collective};
+use tigerflow_finetune::adamw::AdamWConfig;
+use tigerflow_finetune::base::{BaseSpec, LoadedBase, is_local, load_base};
+use tigerflow_finetune::data::{read_texts, wrap};
+use tigerflow_finetune::metrics::{MetricsLine, read};
+use tigerflow_finetune::packing::{Padding, pack};
+use tigerflow_finetune::plan::Plan;
+use tigerflow_finetune::plot::write_curves;
+use tigerflow_finetune::trainer::{Observer, Outcome, Settings, TrainError, train};
 use tigerflow_llm::device::{DeviceSpec, OnBackend, gpu_cache_dir, run_on};
 use tigerflow_llm::lora::LoraConfig;
 use tigerflow_llm::peft::AdapterConfig;
 use tigerflow_stage::{Context, InputSlot, Reporter, StageError, TypedStage};
 
-use crate::adamw::AdamWConfig;
-use crate::base::{BaseSpec, LoadedBase, is_local, load_base};
-use crate::collective::{Alone, Collective};
-use crate::data::{read_texts, wrap};
 use crate::launch::launch;
-use crate::metrics::{MetricsLine, read};
 use crate::model_card::model_card;
-use crate::packing::{Padding, pack};
 use crate::params::TrainParams;
-use crate::plan::Plan;
-use crate::plot::write_curves;
-use crate::trainer::{Observer, Outcome, Settings, TrainError, train};
 
 pub struct TrainStage;
 

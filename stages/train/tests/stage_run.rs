@@ -45,7 +45,7 @@ fn run_stage(
     serde_json::Value,
     tempfile::TempDir,
 ) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates");
     let work = tempfile::tempdir().unwrap();
     let split = work.path().join("split");
     std::fs::create_dir(&split).unwrap();
