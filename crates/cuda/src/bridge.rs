@@ -4,11 +4,11 @@
 //! tigerflow's stream after burn's work and before burn reads the result.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{LazyLock, Mutex};
 
 use burn::backend::Autodiff;
+use burn::backend::Cuda;
+use burn::tensor::bf16;
 use burn::tensor::{DType, Shape};
 use burn::tensor::{Tensor, TensorPrimitive};
 use burn_cubecl::CubeBackend;
@@ -18,34 +18,30 @@ use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{FusionHandle, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use cubecl::cuda::CudaRuntime;
-use cubecl::stream_id::StreamId;
 use cudarc::driver::CudaStream;
-use cudarc::driver::result::{malloc_sync, memset_d8_sync};
 use cudarc::driver::sys::{
     CUresult, CUstreamWaitValue_flags, CUstreamWriteValue_flags, cuStreamWaitValue32_v2,
     cuStreamWriteValue32_v2,
 };
 
-use crate::kernels::join_kernels;
+use crate::gpu::Gpu;
 use crate::source_kernel::{Scalar, launch as launch_in_stream};
-use burn::backend::Cuda;
-use burn::tensor::bf16;
 
 /// The CUDA backend below burn-fusion, where tensors are buffers.
-pub type Cube = CubeBackend<CudaRuntime, bf16, i32, u8>;
+pub(crate) type Cube = CubeBackend<CudaRuntime, bf16, i32, u8>;
 /// The bf16 CUDA backend tigerflow computes with (burn-fusion over [`Cube`]).
-pub type Fused = Cuda<bf16, i32>;
+pub(crate) type Fused = Cuda<bf16, i32>;
 /// [`Fused`] with gradients, as training uses it.
-pub type Trained = Autodiff<Fused>;
+pub(crate) type Trained = Autodiff<Fused>;
 
-pub type CudaTensor = CubeTensor<CudaRuntime>;
+pub(crate) type CudaTensor = CubeTensor<CudaRuntime>;
 /// cubecl's handle on one CUDA device, through which kernels are queued on burn's stream.
-pub type Client = cubecl::client::ComputeClient<CudaRuntime>;
-pub type FusedTensor = FusionTensor<FusionCubeRuntime<CudaRuntime>>;
+pub(crate) type Client = cubecl::client::ComputeClient<CudaRuntime>;
+pub(crate) type FusedTensor = FusionTensor<FusionCubeRuntime<CudaRuntime>>;
 
 /// `value` as a `T` when `A` is `T`, else `value` back: how a function generic over the backend
 /// reaches the one backend a custom operation exists for.
-pub fn same<A: 'static, T: 'static>(value: A) -> Result<T, A> {
+pub(crate) fn same<A: 'static, T: 'static>(value: A) -> Result<T, A> {
     if TypeId::of::<A>() != TypeId::of::<T>() {
         return Err(value);
     }
@@ -54,7 +50,7 @@ pub fn same<A: 'static, T: 'static>(value: A) -> Result<T, A> {
 }
 
 /// The CUDA ordinal of a device of the bf16 CUDA backend (with or without autodiff).
-pub fn ordinal<D: 'static>(device: &D) -> Option<usize> {
+pub(crate) fn ordinal<D: 'static>(device: &D) -> Option<usize> {
     let device: &dyn Any = device;
     device
         .downcast_ref::<cubecl::cuda::CudaDevice>()
@@ -110,9 +106,9 @@ impl Operation<FusionCubeRuntime<CudaRuntime>> for Queued {
 /// burn-fusion runs its queue on a thread of its own per device. Taking a tensor's buffer out of
 /// burn (`resolve_tensor_float`) waits for that thread to run everything queued before it, so
 /// operations that did so for each input kept the training thread waiting for most of a
-/// SmolLM2-135M step (BENCHMARKS.md, "The operations in burn-fusion's queue"). Queued, an
+/// SmolLM2-135M step (docs/perf-log.md, "The operations in burn-fusion's queue"). Queued, an
 /// operation runs on that thread in order with burn's, and the caller goes on.
-pub fn queue_all(
+pub(crate) fn queue_all(
     name: &'static str,
     inputs: Vec<FusedTensor>,
     outputs: Vec<(Shape, DType)>,
@@ -138,7 +134,7 @@ pub fn queue_all(
 }
 
 /// [`queue_all`] for a fixed number of inputs and outputs.
-pub fn queue<const I: usize, const O: usize>(
+pub(crate) fn queue<const I: usize, const O: usize>(
     name: &'static str,
     inputs: [FusedTensor; I],
     outputs: [(Shape, DType); O],
@@ -151,17 +147,17 @@ pub fn queue<const I: usize, const O: usize>(
 }
 
 /// The primitive of a float tensor of the bf16 CUDA backend.
-pub fn primitive<const D: usize>(t: Tensor<Fused, D>) -> FusedTensor {
+pub(crate) fn primitive<const D: usize>(t: Tensor<Fused, D>) -> FusedTensor {
     t.into_primitive().tensor()
 }
 
 /// A float tensor of the bf16 CUDA backend from its primitive.
-pub fn tensor<const D: usize>(t: FusedTensor) -> Tensor<Fused, D> {
+pub(crate) fn tensor<const D: usize>(t: FusedTensor) -> Tensor<Fused, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
 /// A new uninitialised contiguous tensor on `like`'s device.
-pub fn empty(like: &CudaTensor, shape: impl Into<Shape>, dtype: DType) -> CudaTensor {
+pub(crate) fn empty(like: &CudaTensor, shape: impl Into<Shape>, dtype: DType) -> CudaTensor {
     let shape = shape.into();
     let handle = like.client.empty(shape.num_elements() * dtype.size());
     CudaTensor::new_contiguous(
@@ -184,7 +180,7 @@ pub fn empty(like: &CudaTensor, shape: impl Into<Shape>, dtype: DType) -> CudaTe
 /// stream holds it until then. The host used to wait twice per operation instead, which cost
 /// 0.5–1 ms per call on an H100. The buffers stay valid throughout: burn reuses freed memory
 /// only for work it queues later on its stream, which runs after `done`.
-pub fn launch_ordered(
+pub(crate) fn launch_ordered(
     stream: &CudaStream,
     tensors: &[&CudaTensor],
     launch: impl FnOnce(&[u64]) -> Result<(), Box<dyn std::error::Error>>,
@@ -204,11 +200,14 @@ pub fn launch_ordered(
         .context()
         .bind_to_thread()
         .expect("cubecl already opened this CUDA device");
-    let (flags, n) = next_join(tensors[0].device.index);
+    let gpu = Gpu::of(tensors[0].device.index);
+    let (flags, n) = gpu.next_join();
     let (ready, done) = (flags, flags + 4);
-    let kernels = join_kernels();
+    let kernels = gpu.join_kernels();
     let flag = |address: u64| [Scalar::U64(address), Scalar::U32(n)];
-    launch_in_stream(client, kernels.signal.clone(), (1, 1, 1), &[], &flag(ready));
+    // SAFETY: `join_signal` takes no buffer and the flag's address and sequence number; its one
+    // thread writes the 4-byte `ready` flag, which lies in a live allocation of this device.
+    unsafe { launch_in_stream(client, kernels.signal.clone(), (1, 1, 1), &[], &flag(ready)) };
     // cubecl keeps launches in a host-side queue until something flushes it. The signal must
     // reach the GPU now: tigerflow's stream is about to wait for it, and any CUDA call below that
     // synchronises the device would otherwise wait forever on a kernel still in that queue (the
@@ -221,7 +220,7 @@ pub fn launch_ordered(
             .result()
             .unwrap_or_else(|e| panic!("ordering tigerflow's CUDA stream after burn's: {e}"))
     };
-    // SAFETY: `ready` and `done` lie in a live allocation of this device's context (`next_join`),
+    // SAFETY: `ready` and `done` lie in a live allocation of this device's context (`Gpu::next_join`),
     // and `stream` belongs to that context.
     unsafe {
         checked(cuStreamWaitValue32_v2(
@@ -242,34 +241,8 @@ pub fn launch_ordered(
             CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT as u32,
         ));
     }
-    launch_in_stream(client, kernels.wait.clone(), (1, 1, 1), &[], &flag(done));
+    // SAFETY: `join_wait` takes no buffer and the flag's address and sequence number; its one
+    // thread only reads the live 4-byte `done` flag.
+    unsafe { launch_in_stream(client, kernels.wait.clone(), (1, 1, 1), &[], &flag(done)) };
     drop(resources);
-}
-
-/// The device address of the two join flags of the calling cubecl stream on CUDA device
-/// `ordinal` (`ready`, then `done` 4 bytes on) and the next sequence number. Per stream, because
-/// the sequence numbers count one stream's joins in its order (queued operations run on
-/// burn-fusion's device thread, under the stream of the thread that queued them); the flags are
-/// never freed, since work queued on the GPU may still read them when the stream ends.
-fn next_join(ordinal: usize) -> (u64, u32) {
-    /// Per device and stream: the flags' address and the last sequence number.
-    type Joins = HashMap<(usize, StreamId), (u64, u32)>;
-    static JOINS: LazyLock<Mutex<Joins>> = LazyLock::new(Mutex::default);
-    let mut joins = JOINS
-        .lock()
-        .expect("no thread panics while holding the join flags");
-    let (flags, last) = joins
-        .entry((ordinal, StreamId::current()))
-        .or_insert_with(|| {
-            // SAFETY: a plain device allocation on the thread's current context (the device's,
-            // bound by the caller), zeroed before any operation reads it.
-            let flags = unsafe {
-                let flags = malloc_sync(8).expect("allocating 8 bytes of device memory");
-                memset_d8_sync(flags, 0, 8).expect("zeroing the join flags");
-                flags
-            };
-            (flags, 0)
-        });
-    *last = last.wrapping_add(1);
-    (*flags, *last)
 }

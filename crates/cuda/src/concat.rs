@@ -1,18 +1,18 @@
 //! Many small tensors into one vector with one device-to-device copy each, queued on
 //! tigerflow's stream in one ordered launch (`bridge::launch_ordered`). burn's `cat` runs one
 //! kernel per part through burn-fusion; the optimizer concatenates every adapter tensor's
-//! gradient (448 at 7B) once per step, which made it 3–4× slower than PyTorch's (BENCHMARKS.md,
+//! gradient (448 at 7B) once per step, which made it 3–4× slower than PyTorch's (docs/perf-log.md,
 //! "The fast GPU path").
 
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use burn_cubecl::kernel::into_contiguous;
 use cudarc::driver::result::memcpy_dtod_async;
 
 use crate::bridge::{
     CudaTensor, Fused, FusedTensor, empty, launch_ordered, primitive, queue_all, same, tensor,
 };
-use crate::kernels::stream;
-use burn::tensor::backend::Backend;
+use crate::gpu::Gpu;
 
 /// `tensors` flattened and concatenated, by copies on the bf16 CUDA backend; on any other
 /// backend, or for parts of different dtypes, the tensors come back untouched.
@@ -35,7 +35,7 @@ pub fn concat_flat<B: Backend>(
     let out = queue_all("concat_flat", parts, spec, move |parts| {
         let parts: Vec<CudaTensor> = parts.into_iter().map(into_contiguous).collect();
         let out = empty(&parts[0], [elements], dtype);
-        let stream = stream(out.device.index);
+        let stream = Gpu::of(out.device.index).stream().clone();
         let mut tensors: Vec<&CudaTensor> = parts.iter().collect();
         tensors.push(&out);
         launch_ordered(&stream, &tensors, |addresses| {

@@ -9,16 +9,16 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorPrimitive};
-
 use burn_cubecl::kernel::into_contiguous;
 
 use crate::bridge::{
     CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
 };
-use crate::kernels::{LossKernels, loss_kernels};
+use crate::gpu::Gpu;
+use crate::kernels::LossKernels;
 use crate::source_kernel::{Scalar, launch};
-use burn::tensor::backend::Backend;
 
 type Inputs<B> = (Tensor<B, 3>, Tensor<B, 3, Int>, Tensor<B, 3>);
 
@@ -69,11 +69,13 @@ fn supported<B: Backend>(
         && weights.dims() == [batch, len, 1]
         && !weights.is_require_grad()
         && batch * len * vocab < i32::MAX as usize
-        && ordinal(&logits.device()).is_some_and(|o| loss_kernels(o).is_some())
+        && ordinal(&logits.device()).is_some_and(|o| Gpu::of(o).loss().is_some())
 }
 
 fn kernels_for(t: &CudaTensor) -> &'static LossKernels {
-    loss_kernels(t.device.index).expect("checked by `supported`")
+    Gpu::of(t.device.index)
+        .loss()
+        .expect("checked by `supported`")
 }
 
 /// The kernels' `Vocab`: 16-byte vectors when every row starts on a 16-byte boundary.
@@ -105,20 +107,26 @@ fn forward(logits: FusedTensor, labels: FusedTensor, weights: FusedTensor) -> [F
             let kernels = kernels_for(&logits);
             let client = &logits.client;
             let dims = vocab(&logits);
-            launch(
-                client,
-                kernels.forward.clone(),
-                (rows as u32, 1, 1),
-                &[&logits, &labels, &weights, &lse, &terms],
-                &dims,
-            );
-            launch(
-                client,
-                kernels.sum.clone(),
-                (1, 1, 1),
-                &[&terms, &loss],
-                &dims,
-            );
+            // SAFETY: `ce_fwd` takes these five buffers and the vocabulary size: one block per row of the contiguous `[rows, vocab]` logits, and labels, weights, lse and terms hold `rows` values each.
+            unsafe {
+                launch(
+                    client,
+                    kernels.forward.clone(),
+                    (rows as u32, 1, 1),
+                    &[&logits, &labels, &weights, &lse, &terms],
+                    &dims,
+                )
+            };
+            // SAFETY: `ce_sum` takes `terms` (`rows` values) and the one-value `loss`, in one block.
+            unsafe {
+                launch(
+                    client,
+                    kernels.sum.clone(),
+                    (1, 1, 1),
+                    &[&terms, &loss],
+                    &dims,
+                )
+            };
             [loss, lse]
         },
     )
@@ -149,13 +157,16 @@ impl Backward<Fused, 1> for CrossEntropyBackward {
             let [logits, labels, weights, lse, d_loss] = inputs.map(into_contiguous);
             let d_logits = empty(&logits, logits.meta.shape().clone(), DType::BF16);
             let rows = lse.meta.shape()[0];
-            launch(
-                &logits.client,
-                kernels_for(&logits).backward.clone(),
-                (rows as u32, 1, 1),
-                &[&logits, &labels, &weights, &lse, &d_loss, &d_logits],
-                &vocab(&logits),
-            );
+            // SAFETY: `ce_bwd` takes these six buffers: one block per row of the contiguous logits (`rows` of them, as many as `lse` holds), and `d_logits` has the logits' shape.
+            unsafe {
+                launch(
+                    &logits.client,
+                    kernels_for(&logits).backward.clone(),
+                    (rows as u32, 1, 1),
+                    &[&logits, &labels, &weights, &lse, &d_loss, &d_logits],
+                    &vocab(&logits),
+                )
+            };
             [d_logits]
         });
         let [logits_node] = ops.parents;

@@ -13,16 +13,16 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
-
 use burn_cubecl::kernel::into_contiguous;
 
 use crate::bridge::{
     CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
 };
-use crate::kernels::{LAYER_THREADS, LayerKernels, layer_kernels};
+use crate::gpu::Gpu;
+use crate::kernels::{LAYER_THREADS, LayerKernels};
 use crate::source_kernel::{Scalar, launch};
-use burn::tensor::backend::Backend;
 
 /// splitmix64's increment: consecutive seeds of the stream differ by it, and the kernel hashes
 /// `seed + index · GOLDEN` (the same constant, `layer_ops.cu`).
@@ -82,7 +82,7 @@ pub fn dropout<B: Backend, const D: usize>(
 fn supported<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
     x.dtype() == DType::BF16
         && x.shape().num_elements() < i32::MAX as usize
-        && ordinal(&x.device()).is_some_and(|o| layer_kernels(o).is_some())
+        && ordinal(&x.device()).is_some_and(|o| Gpu::of(o).layer().is_some())
 }
 
 /// One call's mask: which elements it keeps, and their scale.
@@ -116,18 +116,21 @@ impl Mask {
         let n = x.meta.shape().num_elements();
         let y = empty(x, x.meta.shape().clone(), DType::BF16);
         let kernels = LayerKernels::of(x);
-        launch(
-            &x.client,
-            kernels.dropout.clone(),
-            (n.div_ceil(2 * LAYER_THREADS as usize) as u32, 1, 1),
-            &[x, &y],
-            &[
-                Scalar::U64(self.seed),
-                Scalar::I32(n as i32),
-                Scalar::U32(self.keep_below),
-                Scalar::F32(self.scale),
-            ],
-        );
+        // SAFETY: `dropout` takes `x` and `y` (both `n` bf16 values, `y` fresh) and its four scalars; each thread handles two elements and checks them against `n`.
+        unsafe {
+            launch(
+                &x.client,
+                kernels.dropout.clone(),
+                (n.div_ceil(2 * LAYER_THREADS as usize) as u32, 1, 1),
+                &[x, &y],
+                &[
+                    Scalar::U64(self.seed),
+                    Scalar::I32(n as i32),
+                    Scalar::U32(self.keep_below),
+                    Scalar::F32(self.scale),
+                ],
+            )
+        };
         y
     }
 }

@@ -12,6 +12,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{DType, Int, Shape, Tensor, TensorPrimitive};
 use burn_cubecl::kernel::into_contiguous;
@@ -19,11 +20,9 @@ use burn_cubecl::kernel::into_contiguous;
 use crate::bridge::{
     Cube, CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
 };
-use crate::kernels::{
-    DELTA_ROWS_PER_BLOCK, DQ_ELEMENTS_PER_BLOCK, FlashKernels, HEAD_DIMS, TILE, flash_kernels,
-};
+use crate::gpu::Gpu;
+use crate::kernels::{DELTA_ROWS_PER_BLOCK, DQ_ELEMENTS_PER_BLOCK, FlashKernels, HEAD_DIMS, TILE};
 use crate::source_kernel::{Scalar, launch};
-use burn::tensor::backend::Backend;
 
 type Inputs<B> = (
     Tensor<B, 4>,
@@ -76,7 +75,7 @@ fn supported<B: Backend>(
         && HEAD_DIMS.contains(&head_dim)
         && len.is_multiple_of(TILE)
         && heads.is_multiple_of(kv_heads)
-        && ordinal(&q.device()).is_some_and(|o| flash_kernels(o, head_dim).is_some())
+        && ordinal(&q.device()).is_some_and(|o| Gpu::of(o).flash(head_dim).is_some())
 }
 
 /// Segment ids as the kernels read them: all zeros (one sample per row) when there are none.
@@ -101,7 +100,9 @@ fn heads_view(t: CudaTensor) -> CudaTensor {
 
 fn kernels_for(q: &CudaTensor) -> std::sync::Arc<FlashKernels> {
     let head_dim = q.meta.shape()[3];
-    flash_kernels(q.device.index, head_dim).expect("checked by `supported`")
+    Gpu::of(q.device.index)
+        .flash(head_dim)
+        .expect("checked by `supported`")
 }
 
 /// What the backward pass needs: the inputs, the output and its log-sum-exp; as burn's tensors
@@ -252,13 +253,16 @@ fn launch_forward(
     let buffers = [q, k, v, segments, &out, &lse];
     assert_vector_aligned(&buffers);
     let grid = ((len / TILE) as u32, (batch * heads) as u32, 1);
-    launch(
-        &q.client,
-        kernels.forward.clone(),
-        grid,
-        &buffers,
-        &dims(q, k),
-    );
+    // SAFETY: `flash_fwd` takes these six buffers, contiguous in the layouts above, and the dimensions of `q` and `k`; `supported` checked that `len` is a multiple of `TILE` and `head_dim` is the one compiled, and the buffers are 16-byte aligned (asserted).
+    unsafe {
+        launch(
+            &q.client,
+            kernels.forward.clone(),
+            grid,
+            &buffers,
+            &dims(q, k),
+        )
+    };
     (out, lse)
 }
 
@@ -298,28 +302,37 @@ fn backward(
     assert_vector_aligned(&[&s.out, &dq]);
     // In order on burn's stream: delta (zeroing dq_sum), the main pass, dq_sum to bf16.
     let client = &s.q.client;
-    launch(
-        client,
-        kernels.delta.clone(),
-        blocks(rows, DELTA_ROWS_PER_BLOCK),
-        &delta_buffers,
-        &dims(&s.q, &s.k),
-    );
+    // SAFETY: `flash_bwd_delta` takes these four buffers (`rows` rows of `head_dim` each, `delta` `rows` values) and the same dimensions; each block handles `DELTA_ROWS_PER_BLOCK` rows and checks them against `rows`.
+    unsafe {
+        launch(
+            client,
+            kernels.delta.clone(),
+            blocks(rows, DELTA_ROWS_PER_BLOCK),
+            &delta_buffers,
+            &dims(&s.q, &s.k),
+        )
+    };
     let grid = ((len / TILE) as u32, (batch * kv_heads) as u32, 1);
-    launch(
-        client,
-        kernels.backward.clone(),
-        grid,
-        &main_buffers,
-        &dims(&s.q, &s.k),
-    );
-    launch(
-        client,
-        kernels.dq.clone(),
-        blocks(elements, DQ_ELEMENTS_PER_BLOCK),
-        &[&dq_sum, &dq],
-        &[Scalar::I32(elements as i32)],
-    );
+    // SAFETY: `flash_bwd` takes these ten buffers in the layouts above (aligned, asserted) and the dimensions; one block per `TILE` keys of one key-value head, with `len` a multiple of `TILE`.
+    unsafe {
+        launch(
+            client,
+            kernels.backward.clone(),
+            grid,
+            &main_buffers,
+            &dims(&s.q, &s.k),
+        )
+    };
+    // SAFETY: `flash_bwd_dq` takes `dq_sum` (f32) and `dq` (bf16), both `elements` values, and checks each index against `elements`.
+    unsafe {
+        launch(
+            client,
+            kernels.dq.clone(),
+            blocks(elements, DQ_ELEMENTS_PER_BLOCK),
+            &[&dq_sum, &dq],
+            &[Scalar::I32(elements as i32)],
+        )
+    };
     (dq, dk, dv)
 }
 

@@ -3,52 +3,28 @@
 //! burn's own matmul reached about 0.4 of cuBLAS's throughput on a 7B model's projections and
 //! autotunes every new shape for minutes on a cold cache; cuBLAS needs neither.
 
-use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::{Arc, LazyLock, Mutex};
 
+use cudarc::cublas::CudaBlas;
 use cudarc::cublas::result::{CublasError, gemm_ex};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
-use cudarc::cublas::{CudaBlas, sys};
-
-use crate::kernels::stream;
-
-/// The cuBLAS handle of CUDA device `ordinal`, bound to tigerflow's stream there; `None` when
-/// the cuBLAS library cannot be loaded (the caller falls back to burn's matmul).
-pub fn blas(ordinal: usize) -> Option<Arc<CudaBlas>> {
-    static HANDLES: LazyLock<Mutex<HashMap<usize, Option<Arc<CudaBlas>>>>> =
-        LazyLock::new(Mutex::default);
-    let mut handles = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
-    handles
-        .entry(ordinal)
-        .or_insert_with(|| {
-            // SAFETY: only probes whether the shared library opens.
-            if !unsafe { sys::is_culib_present() } {
-                return None;
-            }
-            let handle = CudaBlas::new(stream(ordinal))
-                .unwrap_or_else(|e| panic!("cuBLAS could not start on CUDA device {ordinal}: {e}"));
-            Some(Arc::new(handle))
-        })
-        .clone()
-}
 
 /// A row-major operand: its device address and whether the buffer holds its transpose.
 #[derive(Debug, Clone, Copy)]
-pub struct Operand {
+pub(crate) struct Operand {
     pub address: u64,
     pub transposed: bool,
 }
 
 impl Operand {
-    pub fn plain(address: u64) -> Self {
+    pub(crate) fn plain(address: u64) -> Self {
         Operand {
             address,
             transposed: false,
         }
     }
 
-    pub fn transposed(address: u64) -> Self {
+    pub(crate) fn transposed(address: u64) -> Self {
         Operand {
             address,
             transposed: true,
@@ -66,7 +42,7 @@ impl Operand {
 /// Every address must point to a live bf16 buffer of the stated shape on the handle's device,
 /// not written by anything else until the stream has run the product.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(
+pub(crate) unsafe fn gemm(
     blas: &CudaBlas,
     [m, n, k]: [usize; 3],
     alpha: f32,

@@ -4,15 +4,15 @@
 //! architecture, the PTX kept on disk next to burn's kernel cache, so a second process starts
 //! without compiling.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
+use cudarc::driver::{CudaContext, CudaFunction};
 use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 use sha2::{Digest, Sha256};
 
 use crate::bridge::CudaTensor;
+use crate::gpu::Gpu;
 use crate::source_kernel::{Program, SourceKernel};
 
 /// The flash-attention source: four kernels, `HEAD_DIM` set when compiling.
@@ -27,46 +27,31 @@ const LAYER_OPS: &str = include_str!("layer_ops.cu");
 const CROSS_ENTROPY: &str = include_str!("cross_entropy.cu");
 
 /// Threads per block of `nf4_dequantize` (`NF4_THREADS` in the source).
-pub const NF4_THREADS: u32 = 256;
+pub(crate) const NF4_THREADS: u32 = 256;
 
 /// Threads per block of every flash-attention kernel (four warps).
-pub const THREADS: u32 = 128;
+pub(crate) const THREADS: u32 = 128;
 /// Queries per forward block and keys per backward block.
-pub const TILE: usize = 64;
+pub(crate) const TILE: usize = 64;
 /// Rows of `delta` per block of `flash_bwd_delta` (eight threads per row).
-pub const DELTA_ROWS_PER_BLOCK: usize = 16;
+pub(crate) const DELTA_ROWS_PER_BLOCK: usize = 16;
 /// Elements per block of `flash_bwd_dq`.
-pub const DQ_ELEMENTS_PER_BLOCK: usize = 1024;
+pub(crate) const DQ_ELEMENTS_PER_BLOCK: usize = 1024;
 
 /// Dynamic shared memory of the forward kernel: two stages of K and V tiles in bf16 and the
 /// keys' segment ids (`FWD_SMEM_BYTES` in the source).
-pub fn forward_shared_bytes(head_dim: usize) -> u32 {
+pub(crate) fn forward_shared_bytes(head_dim: usize) -> u32 {
     (4 * TILE * head_dim * 2 + 2 * TILE * 4) as u32
 }
 
 /// Dynamic shared memory of the backward kernel: K, V, Q and dO tiles in bf16, the dSᵀ tile
 /// and three per-query f32 vectors (`BWD_SMEM_BYTES` in the source).
-pub fn backward_shared_bytes(head_dim: usize) -> u32 {
+pub(crate) fn backward_shared_bytes(head_dim: usize) -> u32 {
     (4 * TILE * head_dim * 2 + TILE * TILE * 2 + 3 * TILE * 4) as u32
 }
 
-/// The stream every tigerflow operation on CUDA device `ordinal` runs on.
-pub fn stream(ordinal: usize) -> Arc<CudaStream> {
-    static STREAMS: LazyLock<Mutex<HashMap<usize, Arc<CudaStream>>>> =
-        LazyLock::new(Mutex::default);
-    let mut streams = STREAMS.lock().unwrap_or_else(|e| e.into_inner());
-    streams
-        .entry(ordinal)
-        .or_insert_with(|| {
-            CudaContext::new(ordinal)
-                .and_then(|context| context.new_stream())
-                .expect("cubecl already opened this CUDA device")
-        })
-        .clone()
-}
-
 /// The flash-attention kernels for one head dimension.
-pub struct FlashKernels {
+pub(crate) struct FlashKernels {
     pub forward: SourceKernel,
     pub delta: SourceKernel,
     pub backward: SourceKernel,
@@ -74,7 +59,8 @@ pub struct FlashKernels {
 }
 
 impl FlashKernels {
-    fn new(head_dim: usize) -> Self {
+    /// The kernels for `head_dim` (one of [`HEAD_DIMS`]), which cubecl compiles on first launch.
+    pub(crate) fn new(head_dim: usize) -> Self {
         let program = Program::new(FLASH_ATTENTION, &[("HEAD_DIM", head_dim)]);
         let kernel = |entry, shared| SourceKernel {
             program: program.clone(),
@@ -92,50 +78,26 @@ impl FlashKernels {
 }
 
 /// Head dimensions the kernels are written for.
-pub const HEAD_DIMS: [usize; 2] = [64, 128];
+pub(crate) const HEAD_DIMS: [usize; 2] = [64, 128];
 
 static PTX_CACHE: OnceLock<PathBuf> = OnceLock::new();
 
-/// Where compiled PTX is kept (set once by `cuda::configure`); without it kernels are compiled
+/// Where compiled PTX is kept (set once by [`crate::configure`]); without it kernels are compiled
 /// in every process.
-pub fn set_ptx_cache(dir: PathBuf) {
+pub(crate) fn set_ptx_cache(dir: PathBuf) {
     let _ = PTX_CACHE.set(dir);
-}
-
-/// The kernels for CUDA device `ordinal` and `head_dim` (one of [`HEAD_DIMS`]); cubecl compiles
-/// them on first launch. `None` on GPUs older than Hopper (the kernels use sm_90's vector
-/// atomics): the caller falls back to burn's operations.
-pub fn flash_kernels(ordinal: usize, head_dim: usize) -> Option<Arc<FlashKernels>> {
-    /// By (device, head dim); `None` where the GPU cannot run them.
-    type Loaded = HashMap<(usize, usize), Option<Arc<FlashKernels>>>;
-    static LOADED: LazyLock<Mutex<Loaded>> = LazyLock::new(Mutex::default);
-    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-    loaded
-        .entry((ordinal, head_dim))
-        .or_insert_with(|| (device(ordinal).1 >= 9).then(|| Arc::new(FlashKernels::new(head_dim))))
-        .clone()
-}
-
-/// CUDA device `ordinal`'s context, its compute capability's major version and its NVRTC
-/// architecture name (`sm_90`).
-fn device(ordinal: usize) -> (Arc<CudaContext>, i32, String) {
-    let context = CudaContext::new(ordinal).expect("cubecl already opened this CUDA device");
-    let (major, minor) = context
-        .compute_capability()
-        .expect("a CUDA device reports its compute capability");
-    (context, major, format!("sm_{major}{minor}"))
 }
 
 /// The kernels on burn's stream around an operation on tigerflow's stream: `join_signal` before
 /// it, `join_wait` after it (see `bridge::launch_ordered`).
-pub struct JoinKernels {
+pub(crate) struct JoinKernels {
     pub signal: SourceKernel,
     pub wait: SourceKernel,
 }
 
-/// The stream-join kernels, which cubecl compiles on first launch.
-pub fn join_kernels() -> &'static JoinKernels {
-    static KERNELS: LazyLock<JoinKernels> = LazyLock::new(|| {
+impl JoinKernels {
+    /// The stream-join kernels, which cubecl compiles on first launch.
+    pub(crate) fn new() -> Self {
         let program = Program::new(STREAM_JOIN, &[]);
         let kernel = |entry| SourceKernel {
             program: program.clone(),
@@ -147,13 +109,12 @@ pub fn join_kernels() -> &'static JoinKernels {
             signal: kernel("join_signal"),
             wait: kernel("join_wait"),
         }
-    });
-    &KERNELS
+    }
 }
 
 /// Threads per block of every kernel in `layer_ops.cu` and `cross_entropy.cu` (`THREADS`
 /// there).
-pub const LAYER_THREADS: u32 = 256;
+pub(crate) const LAYER_THREADS: u32 = 256;
 
 /// One entry of a source whose kernels all run [`LAYER_THREADS`] threads and no dynamic shared
 /// memory.
@@ -166,18 +127,8 @@ fn plain_kernel(program: &Arc<Program>, entry: &'static str) -> SourceKernel {
     }
 }
 
-/// Whether CUDA device `ordinal` is an Ampere GPU or newer (sm_80): the plain kernels' bf16
-/// conversions and cuBLAS's bf16 products need it.
-pub fn ampere(ordinal: usize) -> bool {
-    static AMPERE: LazyLock<Mutex<HashMap<usize, bool>>> = LazyLock::new(Mutex::default);
-    let mut ampere = AMPERE.lock().unwrap_or_else(|e| e.into_inner());
-    *ampere
-        .entry(ordinal)
-        .or_insert_with(|| device(ordinal).1 >= 8)
-}
-
 /// The kernels around a decoder layer's projections (`layer_ops.cu`).
-pub struct LayerKernels {
+pub(crate) struct LayerKernels {
     pub rms_norm_fwd: SourceKernel,
     pub rms_norm_bwd: SourceKernel,
     pub rotary_fwd: SourceKernel,
@@ -190,15 +141,14 @@ pub struct LayerKernels {
 impl LayerKernels {
     /// The layer kernels of `t`'s device, for an operation whose `supported` check found them
     /// there.
-    pub fn of(t: &CudaTensor) -> &'static Self {
-        layer_kernels(t.device.index).expect("checked by `supported`")
+    pub(crate) fn of(t: &CudaTensor) -> &'static Self {
+        Gpu::of(t.device.index)
+            .layer()
+            .expect("checked by `supported`")
     }
-}
 
-/// The layer kernels, which cubecl compiles on first launch; `None` on GPUs older than Ampere:
-/// the caller falls back to burn's operations.
-pub fn layer_kernels(ordinal: usize) -> Option<&'static LayerKernels> {
-    static KERNELS: LazyLock<LayerKernels> = LazyLock::new(|| {
+    /// The layer kernels, which cubecl compiles on first launch.
+    pub(crate) fn new() -> Self {
         let program = Program::new(LAYER_OPS, &[]);
         let kernel = |entry| plain_kernel(&program, entry);
         LayerKernels {
@@ -210,45 +160,35 @@ pub fn layer_kernels(ordinal: usize) -> Option<&'static LayerKernels> {
             swiglu_bwd: kernel("swiglu_bwd"),
             dropout: kernel("dropout"),
         }
-    });
-    ampere(ordinal).then(|| &*KERNELS)
+    }
 }
 
 /// The cross-entropy kernels (`cross_entropy.cu`).
-pub struct LossKernels {
+pub(crate) struct LossKernels {
     pub forward: SourceKernel,
     pub sum: SourceKernel,
     pub backward: SourceKernel,
 }
 
-/// The cross-entropy kernels, which cubecl compiles on first launch; `None` on GPUs older than
-/// Ampere.
-pub fn loss_kernels(ordinal: usize) -> Option<&'static LossKernels> {
-    static KERNELS: LazyLock<LossKernels> = LazyLock::new(|| {
+impl LossKernels {
+    /// The cross-entropy kernels, which cubecl compiles on first launch.
+    pub(crate) fn new() -> Self {
         let program = Program::new(CROSS_ENTROPY, &[]);
         LossKernels {
             forward: plain_kernel(&program, "ce_fwd"),
             sum: plain_kernel(&program, "ce_sum"),
             backward: plain_kernel(&program, "ce_bwd"),
         }
-    });
-    ampere(ordinal).then(|| &*KERNELS)
+    }
 }
 
-/// The NF4 dequantization kernel of CUDA device `ordinal`, compiled on first use.
-pub fn nf4_kernel(ordinal: usize) -> CudaFunction {
-    static LOADED: LazyLock<Mutex<HashMap<usize, CudaFunction>>> = LazyLock::new(Mutex::default);
-    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-    loaded
-        .entry(ordinal)
-        .or_insert_with(|| {
-            let (context, _, arch) = device(ordinal);
-            context
-                .load_module(ptx(NF4, &arch))
-                .and_then(|module| module.load_function("nf4_dequantize"))
-                .unwrap_or_else(|e| panic!("loading the NF4 kernel for {arch}: {e}"))
-        })
-        .clone()
+/// The NF4 dequantization kernel, compiled for `arch` (or read from the PTX cache) and loaded
+/// into `context`.
+pub(crate) fn nf4_kernel(context: &Arc<CudaContext>, arch: &str) -> CudaFunction {
+    context
+        .load_module(ptx(NF4, arch))
+        .and_then(|module| module.load_function("nf4_dequantize"))
+        .unwrap_or_else(|e| panic!("loading the NF4 kernel for {arch}: {e}"))
 }
 
 /// PTX for `source` on `arch`, from the disk cache when present.

@@ -1,5 +1,5 @@
 //! tigerflow's own CUDA operations, for the places where burn's generic kernels cost the most
-//! (BENCHMARKS.md, "The fast GPU path"). Each is a custom operation on burn's CUDA backend with a
+//! (docs/perf-log.md, "The fast GPU path"). Each is a custom operation on burn's CUDA backend with a
 //! hand-written backward pass; the plain burn implementation next to its caller in
 //! `tigerflow-llm` is the reference it is tested against (`tests/`, on a GPU).
 //!
@@ -34,6 +34,7 @@ mod cross_entropy;
 mod dropout;
 mod flash_attention;
 mod gemm;
+mod gpu;
 mod kernels;
 mod lora_linear;
 mod rms_norm;
@@ -46,7 +47,7 @@ pub use concat::concat_flat;
 pub use cross_entropy::nll_sum;
 pub use dropout::{dropout, seed_dropout};
 pub use flash_attention::flash_attention;
-use kernels::{HEAD_DIMS, flash_kernels, layer_kernels, loss_kernels, set_ptx_cache};
+use kernels::set_ptx_cache;
 pub use lora_linear::{FrozenWeight, LoraOperands, Projection, lora_linears};
 pub use rms_norm::rms_norm;
 pub use rotary::rotary;

@@ -18,6 +18,8 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::Int;
+use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_cubecl::kernel::into_contiguous;
 use cudarc::cublas::CudaBlas;
@@ -27,10 +29,9 @@ use crate::bridge::{
     CudaTensor, Fused, FusedTensor, Trained, empty, launch_ordered, ordinal, primitive, queue_all,
     same, tensor,
 };
-use crate::gemm::{Operand, blas, gemm};
-use crate::kernels::{NF4_THREADS, ampere, nf4_kernel, stream};
-use burn::tensor::Int;
-use burn::tensor::backend::Backend;
+use crate::gemm::{Operand, gemm};
+use crate::gpu::Gpu;
+use crate::kernels::NF4_THREADS;
 
 /// The frozen weight `[out, in]` of a projection, as the operation reads it.
 pub enum FrozenWeight<B: Backend> {
@@ -66,10 +67,10 @@ type Inputs<B> = (Tensor<B, 2>, Vec<Projection<B>>);
 /// Multiply-adds (`rows · in · Σ out`) below which burn's matmul is kept. Each operation leaves
 /// the GPU idle for a few microseconds while the two streams hand over (`bridge`), and cuBLAS
 /// saves about 4.4e-15 s per multiply-add over burn's matmul on 7B's products (H100,
-/// BENCHMARKS.md); on SmolLM2-135M's o projection (8192 rows, 2.7e9) burn's matmul and its
-/// adapter's took 21–36 ms of GPU time per micro-batch (BENCHMARKS.md, the pass-20 profile), so
+/// docs/perf-log.md); on SmolLM2-135M's o projection (8192 rows, 2.7e9) burn's matmul and its
+/// adapter's took 21–36 ms of GPU time per micro-batch (docs/perf-log.md, the pass-20 profile), so
 /// 2^31 sends every projection of both shapes to cuBLAS. Decoding (a few rows) stays on burn.
-pub const MIN_MACS: usize = 1 << 31;
+pub(crate) const MIN_MACS: usize = 1 << 31;
 
 thread_local! {
     /// This thread's threshold: [`MIN_MACS`] outside [`with_every_projection`].
@@ -78,7 +79,7 @@ thread_local! {
 
 /// Runs `f` with every projection that the operation serves taking it on this thread, whatever
 /// its size, and restores the threshold after, even if `f` panics.
-pub fn with_every_projection<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_every_projection<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(usize);
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -166,7 +167,7 @@ fn supported<B: Backend>(x: &Tensor<B, 2>, projections: &[Projection<B>]) -> boo
                     .as_ref()
                     .is_none_or(|l| bf16(&l.input) && bf16(&l.a) && bf16(&l.b))
         })
-        && ordinal(&x.device()).is_some_and(|o| ampere(o) && blas(o).is_some())
+        && ordinal(&x.device()).is_some_and(|o| Gpu::of(o).ampere() && Gpu::of(o).blas().is_some())
 }
 
 /// A tensor whose two dimensions are known: burn's while an operation is queued, the buffer
@@ -329,7 +330,10 @@ impl<T> Saved<T> {
 }
 
 fn handle(t: &CudaTensor) -> Arc<CudaBlas> {
-    blas(t.device.index).expect("checked by `supported`")
+    Gpu::of(t.device.index)
+        .blas()
+        .expect("checked by `supported`")
+        .clone()
 }
 
 /// Where the dense weights are read during one launch: NF4 weights are dequantized into
@@ -375,8 +379,8 @@ impl<'a> Weights<'a> {
         let n_words = (q.shape[0] * q.shape[1] / 8) as i32;
         let words_per_block = (q.blocksize / 8) as i32;
         let (words, absmax, code) = (at(&q.words), at(&q.absmax), at(&q.code));
-        let kernel = nf4_kernel(scratch.device.index);
-        let mut launch = self.stream.launch_builder(&kernel);
+        let kernel = Gpu::of(scratch.device.index).nf4();
+        let mut launch = self.stream.launch_builder(kernel);
         launch.arg(&words).arg(&absmax).arg(&code).arg(&out);
         launch.arg(&n_words).arg(&words_per_block);
         let config = LaunchConfig {
@@ -463,7 +467,7 @@ fn launch_forward(
             (y, t)
         })
         .collect();
-    let stream = stream(x.device.index);
+    let stream = Gpu::of(x.device.index).stream().clone();
     let weights = Weights::new(&stream, x, items.iter().map(|(w, _)| w));
     let mut tensors = vec![x];
     tensors.extend(&weights.scratch);
@@ -584,7 +588,7 @@ fn launch_backward(
     let da = new(lora.is_some() && wanted.a, [r, k]);
     let db = new(lora.is_some() && wanted.b, [n, r]);
 
-    let stream = stream(dy.device.index);
+    let stream = Gpu::of(dy.device.index).stream().clone();
     let weights = Weights::new(&stream, dy, [&saved.w].into_iter());
     let mut tensors = vec![dy];
     tensors.extend(saved.w.tensors());

@@ -1,6 +1,6 @@
 //! RMSNorm with a frozen weight as one kernel each way (`kernels/layer_ops.cu`), on bf16 CUDA
 //! tensors. burn computes it in seven operations forward and about twice as many backward; on
-//! SmolLM2-135M each of burn's operations costs host time as well as GPU time (BENCHMARKS.md, "The
+//! SmolLM2-135M each of burn's operations costs host time as well as GPU time (docs/perf-log.md, "The
 //! small operations as kernels").
 //!
 //! The backward pass recomputes each row's scale from the saved input instead of keeping it.
@@ -9,16 +9,16 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
-
 use burn_cubecl::kernel::into_contiguous;
 
 use crate::bridge::{
     CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
 };
-use crate::kernels::{LayerKernels, layer_kernels};
+use crate::gpu::Gpu;
+use crate::kernels::LayerKernels;
 use crate::source_kernel::{Scalar, launch};
-use burn::tensor::backend::Backend;
 
 type Inputs<B, const D: usize> = (Tensor<B, D>, Tensor<B, 1>);
 
@@ -61,7 +61,7 @@ fn supported<B: Backend, const D: usize>(x: &Tensor<B, D>, weight: &Tensor<B, 1>
         && weight.dtype() == DType::BF16
         && !weight.is_require_grad()
         && x.shape().num_elements() < i32::MAX as usize
-        && ordinal(&x.device()).is_some_and(|o| layer_kernels(o).is_some())
+        && ordinal(&x.device()).is_some_and(|o| Gpu::of(o).layer().is_some())
 }
 
 /// The kernels' `Rows`.
@@ -81,13 +81,16 @@ fn forward(x: FusedTensor, weight: FusedTensor, eps: f64) -> FusedTensor {
         let [x, weight] = inputs.map(into_contiguous);
         let y = empty(&x, x.meta.shape().clone(), DType::BF16);
         let grid = (x.meta.shape()[0] as u32, 1, 1);
-        launch(
-            &x.client,
-            LayerKernels::of(&x).rms_norm_fwd.clone(),
-            grid,
-            &[&x, &weight, &y],
-            &rows(&x, eps),
-        );
+        // SAFETY: `rms_norm_fwd` takes `x` and `y` (contiguous `[rows, hidden]`) and the `hidden`-long weight, with the row scalars of `rows`; one block per row.
+        unsafe {
+            launch(
+                &x.client,
+                LayerKernels::of(&x).rms_norm_fwd.clone(),
+                grid,
+                &[&x, &weight, &y],
+                &rows(&x, eps),
+            )
+        };
         [y]
     });
     y
@@ -118,13 +121,16 @@ impl Backward<Fused, 1> for RmsNormBackward {
             move |inputs| {
                 let [x, weight, dy] = inputs.map(into_contiguous);
                 let dx = empty(&x, x.meta.shape().clone(), DType::BF16);
-                launch(
-                    &x.client,
-                    LayerKernels::of(&x).rms_norm_bwd.clone(),
-                    (x.meta.shape()[0] as u32, 1, 1),
-                    &[&x, &weight, &dy, &dx],
-                    &rows(&x, eps),
-                );
+                // SAFETY: `rms_norm_bwd` takes `x`, `dy` and `dx` (contiguous `[rows, hidden]`) and the weight, with the same scalars; one block per row.
+                unsafe {
+                    launch(
+                        &x.client,
+                        LayerKernels::of(&x).rms_norm_bwd.clone(),
+                        (x.meta.shape()[0] as u32, 1, 1),
+                        &[&x, &weight, &dy, &dx],
+                        &rows(&x, eps),
+                    )
+                };
                 [dx]
             },
         );

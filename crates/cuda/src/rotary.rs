@@ -8,16 +8,16 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
-
 use burn_cubecl::kernel::into_contiguous;
 
 use crate::bridge::{
     CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
 };
-use crate::kernels::{LAYER_THREADS, LayerKernels, layer_kernels};
+use crate::gpu::Gpu;
+use crate::kernels::{LAYER_THREADS, LayerKernels};
 use crate::source_kernel::{Scalar, SourceKernel, launch};
-use burn::tensor::backend::Backend;
 
 type Tables<B> = (Tensor<B, 4>, Tensor<B, 4>);
 
@@ -74,7 +74,7 @@ fn supported<B: Backend>(
         && table(cos)
         && table(sin)
         && batch * len * width < i32::MAX as usize
-        && ordinal(&x.device()).is_some_and(|o| layer_kernels(o).is_some())
+        && ordinal(&x.device()).is_some_and(|o| Gpu::of(o).layer().is_some())
 }
 
 /// The kernels' `Heads` `[B, L, H, D]`, from the split layout `[B, L, H·D]`.
@@ -87,13 +87,16 @@ fn heads_of(x: &FusedTensor, heads: usize) -> [usize; 4] {
 fn launch_pairs(kernel: &SourceKernel, dims: [usize; 4], buffers: &[&CudaTensor]) {
     let [batch, len, heads, head_dim] = dims;
     let pairs = batch * len * heads * head_dim / 2;
-    launch(
-        &buffers[0].client,
-        kernel.clone(),
-        (pairs.div_ceil(LAYER_THREADS as usize) as u32, 1, 1),
-        buffers,
-        &dims.map(|d| Scalar::I32(d as i32)),
-    );
+    // SAFETY: the caller passes buffers of `dims`' element count (contiguous), and the kernel checks each pair index against the pair count it computes from the same dimensions.
+    unsafe {
+        launch(
+            &buffers[0].client,
+            kernel.clone(),
+            (pairs.div_ceil(LAYER_THREADS as usize) as u32, 1, 1),
+            buffers,
+            &dims.map(|d| Scalar::I32(d as i32)),
+        )
+    };
 }
 
 /// The rotated heads `[B, H, L, D]` of `x` `[B, L, H·D]`, queued.

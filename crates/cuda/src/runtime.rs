@@ -16,10 +16,9 @@ use cubecl::config::{
 };
 use cubecl::cuda::{CudaDevice, CudaRuntime};
 
-
 /// The autotune level when neither `CUBECL_AUTOTUNE_LEVEL` nor a `cubecl.toml` says otherwise.
 /// `minimal` tries the fewest candidate kernels per new matmul shape; even so a cold first step
-/// compiles for minutes (BENCHMARKS.md, "Training on a GPU", start-up). Other levels only compile
+/// compiles for minutes (docs/perf-log.md, "Training on a GPU", start-up). Other levels only compile
 /// more and were not measured.
 const AUTOTUNE_LEVEL: AutotuneLevel = AutotuneLevel::Minimal;
 
@@ -58,24 +57,23 @@ pub fn reserved_bytes(index: usize) -> Option<u64> {
 /// Whether the flash-attention kernels serve bf16 attention with `head_dim` on CUDA device
 /// `index` (cubecl compiles them on first launch).
 pub fn has_flash_attention(index: usize, head_dim: usize) -> bool {
-    crate::HEAD_DIMS.contains(&head_dim)
-        && crate::flash_kernels(index, head_dim).is_some()
+    crate::gpu::Gpu::of(index).flash(head_dim).is_some()
 }
 
 /// Whether the kernels of RMSNorm, rotary embeddings and SwiGLU serve bf16 tensors on CUDA
 /// device `index` (cubecl compiles them on first launch).
 pub fn has_layer_kernels(index: usize) -> bool {
-    crate::layer_kernels(index).is_some()
+    crate::gpu::Gpu::of(index).layer().is_some()
 }
 
 /// Whether the cross-entropy kernels serve bf16 logits on CUDA device `index`.
 pub fn has_loss_kernels(index: usize) -> bool {
-    crate::loss_kernels(index).is_some()
+    crate::gpu::Gpu::of(index).loss().is_some()
 }
 
 /// Whether cuBLAS loads and serves the projections' products on CUDA device `index`.
 pub fn has_cublas(index: usize) -> bool {
-    crate::gemm::blas(index).is_some()
+    crate::gpu::Gpu::of(index).blas().is_some()
 }
 
 /// The multiply-adds (`rows · in · Σ out`) from which projections that share an input take
@@ -89,7 +87,7 @@ pub const CUBLAS_MIN_MACS: usize = crate::lora_linear::MIN_MACS;
 /// would train through burn's matmul, not the operation every real model trains through, and
 /// burn autotunes each of its many small shapes and layouts on a cold kernel cache (the tiny
 /// model's training check compiled 585 kernels for 69 matmul shapes and layouts in about 17
-/// minutes and was not done; BENCHMARKS.md, "The operations in burn-fusion's queue").
+/// minutes and was not done; docs/perf-log.md, "The operations in burn-fusion's queue").
 pub fn with_every_projection_on_cublas<R>(f: impl FnOnce() -> R) -> R {
     crate::lora_linear::with_every_projection(f)
 }

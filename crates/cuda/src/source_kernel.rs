@@ -26,7 +26,7 @@ use crate::bridge::{Client, CudaTensor};
 
 /// A CUDA C++ source and what identifies it in cubecl's kernel caches.
 #[derive(Debug)]
-pub struct Program {
+pub(crate) struct Program {
     source: String,
     /// The source's digest: a changed source never loads an old one's cached PTX.
     digest: [u8; 16],
@@ -37,7 +37,7 @@ const PRELUDE: &str = include_str!("bf16.cuh");
 
 impl Program {
     /// `source` with `defines` (`NAME value`) and [`PRELUDE`] put before it.
-    pub fn new(source: &str, defines: &[(&str, usize)]) -> Arc<Self> {
+    pub(crate) fn new(source: &str, defines: &[(&str, usize)]) -> Arc<Self> {
         let mut text: String = defines
             .iter()
             .map(|(name, value)| format!("#define {name} {value}\n"))
@@ -57,7 +57,7 @@ impl Program {
 /// One `extern "C" __global__` function of a [`Program`], with its block size and dynamic
 /// shared memory.
 #[derive(Debug, Clone)]
-pub struct SourceKernel {
+pub(crate) struct SourceKernel {
     pub program: Arc<Program>,
     pub entry: &'static str,
     pub threads: u32,
@@ -161,7 +161,7 @@ fn representation(name: &str, threads: u32, shared_bytes: usize) -> CudaComputeK
 
 /// A kernel's scalar argument, laid out in order as the fields of the kernel's struct.
 #[derive(Debug, Clone, Copy)]
-pub enum Scalar {
+pub(crate) enum Scalar {
     I32(i32),
     U32(u32),
     F32(f32),
@@ -194,7 +194,18 @@ fn words(scalars: &[Scalar]) -> Vec<u64> {
 /// Queues `kernel` on `client`'s stream (burn's) with `grid` blocks, the `buffers` (contiguous)
 /// in order and then the `scalars`. Nothing waits: the kernel runs after the work burn queued
 /// before and before anything it queues next.
-pub fn launch(
+///
+/// # Safety
+/// The kernel is CUDA C++ that indexes raw pointers; nothing here can see what it reads or
+/// writes. The caller guarantees that:
+/// - `buffers` and `scalars` match the kernel's parameters in number, order and type (buffers
+///   first, then the scalars as the fields of one struct);
+/// - every index the kernel computes from `grid`, its block size and the scalars stays inside
+///   the buffer it indexes, each buffer being contiguous, of the dtype the kernel reads, and as
+///   aligned as the kernel's vector loads need;
+/// - no buffer the kernel writes is read by other work in the meantime (a fresh output, or one
+///   the operation owns).
+pub(crate) unsafe fn launch(
     client: &Client,
     kernel: SourceKernel,
     grid: (u32, u32, u32),

@@ -5,16 +5,16 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
-
 use burn_cubecl::kernel::into_contiguous;
 
 use crate::bridge::{
     CudaTensor, Fused, FusedTensor, Trained, empty, ordinal, primitive, queue, same, tensor,
 };
-use crate::kernels::{LAYER_THREADS, LayerKernels, layer_kernels};
+use crate::gpu::Gpu;
+use crate::kernels::{LAYER_THREADS, LayerKernels};
 use crate::source_kernel::{Scalar, SourceKernel, launch};
-use burn::tensor::backend::Backend;
 
 type Inputs<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>);
 
@@ -48,19 +48,22 @@ fn supported<B: Backend, const D: usize>(gate: &Tensor<B, D>, up: &Tensor<B, D>)
         && up.dtype() == DType::BF16
         && gate.dims() == up.dims()
         && gate.shape().num_elements() < i32::MAX as usize
-        && ordinal(&gate.device()).is_some_and(|o| layer_kernels(o).is_some())
+        && ordinal(&gate.device()).is_some_and(|o| Gpu::of(o).layer().is_some())
 }
 
 /// Launches `kernel` with one thread per element of `buffers[0]`.
 fn launch_elements(kernel: &SourceKernel, buffers: &[&CudaTensor]) {
     let n = buffers[0].meta.shape().num_elements();
-    launch(
-        &buffers[0].client,
-        kernel.clone(),
-        (n.div_ceil(LAYER_THREADS as usize) as u32, 1, 1),
-        buffers,
-        &[Scalar::I32(n as i32)],
-    );
+    // SAFETY: the caller passes contiguous buffers of `buffers[0]`'s element count, and the kernel checks each index against `n`.
+    unsafe {
+        launch(
+            &buffers[0].client,
+            kernel.clone(),
+            (n.div_ceil(LAYER_THREADS as usize) as u32, 1, 1),
+            buffers,
+            &[Scalar::I32(n as i32)],
+        )
+    };
 }
 
 /// `silu(gate) · up`, queued.
