@@ -353,7 +353,9 @@ mod tests {
                 r#"echo '{"failed":{"rank":1,"message":"out of memory"}}'; echo details >&2; exit 1"#,
             ),
         ];
-        let err = supervise(launches, &Kept::default()).unwrap_err().to_string();
+        let err = supervise(launches, &Kept::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("rank 1: out of memory (log: "), "{err}");
         assert!(err.ends_with("rank 1.log)"), "{err}");
         assert!(
@@ -366,15 +368,17 @@ mod tests {
     fn a_panicking_rank_is_reported_by_its_message() {
         let dir = tempfile::tempdir().unwrap();
         let script = r#"printf '%s\n' "thread 'main' (7) panicked at src/x.rs:1:1:" 'invalid device ordinal 1' 'note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace' >&2; exit 101"#;
-        let err =
-            supervise(vec![shell(dir.path(), "rank 1", script)], &Kept::default()).unwrap_err().to_string();
+        let err = supervise(vec![shell(dir.path(), "rank 1", script)], &Kept::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("invalid device ordinal 1 (log: "), "{err}");
         let with_backtrace = r#"printf '%s\n' "thread 'main' (7) panicked at src/x.rs:1:1:" 'out of memory' 'stack backtrace:' '   0: main' '             at src/main.rs:3:5' >&2; exit 101"#;
         let err = supervise(
             vec![shell(dir.path(), "rank 0", with_backtrace)],
             &Kept::default(),
         )
-        .unwrap_err().to_string();
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("out of memory (log: "), "{err}");
     }
 
@@ -387,7 +391,9 @@ mod tests {
             "launcher",
             "sleep 20 & echo 'task 3 died' >&2; exit 3",
         )];
-        let err = supervise(launches, &Kept::default()).unwrap_err().to_string();
+        let err = supervise(launches, &Kept::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("task 3 died (log: "), "{err}");
         assert!(
             started.elapsed() < Duration::from_secs(15),

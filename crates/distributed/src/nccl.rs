@@ -2,7 +2,7 @@
 //!
 //! The gradient is copied to the host and back around the all-reduce: burn does not expose its
 //! buffers' device pointers without going through its fusion layer, and for LoRA gradients the
-//! copies are small beside a training step (BENCHMARKS.md, "Several GPUs", has the cost).
+//! copies are small beside a training step (docs/perf-log.md, "Several GPUs", has the cost).
 
 use std::sync::Arc;
 
@@ -40,8 +40,11 @@ impl NcclGroup {
             .map(|&b| b as std::ffi::c_char)
             .collect::<Vec<_>>()
             .try_into()
-            .map_err(|_| CollectiveError::Job("rank 0 sent an NCCL id of the wrong size".to_owned()))?;
-        let context = CudaContext::new(ordinal).map_err(|e| CollectiveError::Device(format!("cuda:{ordinal}: {e}")))?;
+            .map_err(|_| {
+                CollectiveError::Job("rank 0 sent an NCCL id of the wrong size".to_owned())
+            })?;
+        let context = CudaContext::new(ordinal)
+            .map_err(|e| CollectiveError::Device(format!("cuda:{ordinal}: {e}")))?;
         let stream = context.default_stream();
         let comm = Comm::from_rank(
             stream.clone(),

@@ -89,8 +89,9 @@ fn usual_dirs() -> Vec<PathBuf> {
 /// A folder holding `libnccl.so` (a link to the NCCL found), under `cache_dir`.
 pub fn library_dir(cache_dir: &Path) -> Result<PathBuf, NcclLibError> {
     let library = match std::env::var_os(OVERRIDE).map(PathBuf::from) {
-        Some(path) if path.is_dir() => find_in(std::slice::from_ref(&path))
-            .ok_or(NcclLibError::NoneInOverride(path))?,
+        Some(path) if path.is_dir() => {
+            find_in(std::slice::from_ref(&path)).ok_or(NcclLibError::NoneInOverride(path))?
+        }
         Some(path) if path.is_file() => path,
         Some(path) => return Err(NcclLibError::NoSuchOverride(path)),
         None => find_in(&usual_dirs()).ok_or(NcclLibError::NotFound)?,

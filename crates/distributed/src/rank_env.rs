@@ -131,7 +131,8 @@ mod tests {
             ("MASTER_ADDR", "h"),
             ("MASTER_PORT", "1"),
         ])
-        .unwrap_err().to_string();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("RANK=2 is not below WORLD_SIZE=2"), "{err}");
         let err = read(&[
             ("RANK", "0"),
@@ -140,7 +141,8 @@ mod tests {
             ("MASTER_ADDR", "h"),
             ("MASTER_PORT", "99999"),
         ])
-        .unwrap_err().to_string();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("MASTER_PORT"), "{err}");
     }
 }

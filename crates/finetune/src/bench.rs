@@ -30,12 +30,12 @@ use tigerflow_llm::model::Llama;
 use tigerflow_llm::weights::{WeightError, WeightSource, load_llama, nf4};
 
 use crate::adamw::{AdamW, AdamWConfig};
-use tigerflow_distributed::collective::{Collective, Shard};
 use crate::packing::{Batch, Padding, collate, pack};
 use crate::step::BatchTensors;
 use crate::trainer::{
     accumulate_shard, adapter_tensors, apply_flat_update, flat_gradient, sum_over_ranks,
 };
+use tigerflow_distributed::collective::{Collective, Shard};
 
 /// Model shapes the benchmark can build, by the name of the model they copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -2,7 +2,7 @@
 //!
 //! Clipping and AdamW touch each adapter tensor once per step. Tensor by tensor that is a dozen
 //! small operations each, and a 7B model has 448 adapter tensors: the optimizer took 316 ms of a
-//! 1.84 s step on an H200 against PyTorch's 15 ms (BENCHMARKS.md). On one concatenated vector
+//! 1.84 s step on an H200 against PyTorch's 15 ms (docs/perf-log.md). On one concatenated vector
 //! the update is a dozen operations in all; gathering is one copy per tensor (`concat_flat`, a
 //! single custom operation on CUDA) and splitting takes views.
 

@@ -12,13 +12,13 @@ use tigerflow_llm::peft::AdapterConfig;
 
 use crate::adamw::{AdamW, AdamWConfig, clip_global_norm};
 use crate::checkpoint::{self, CheckpointError, TrainerState};
-use tigerflow_distributed::collective::{Collective, CollectiveError, Shard};
 use crate::flat::FlatLayout;
 use crate::metrics::{MetricsLine, MetricsLog};
 use crate::packing::{Batch, Padding, Row, collate};
 use crate::plan::Plan;
 use crate::schedule::{LrScheduler, Schedule};
 use crate::step::{GradPair, eval_nll_sum, inference_model, micro_batch_grads};
+use tigerflow_distributed::collective::{Collective, CollectiveError, Shard};
 use tigerflow_llm::adapters::{attach_fresh, attach_peft, export, for_each_target_mut};
 use tigerflow_llm::failure::{self, DeviceFailure};
 

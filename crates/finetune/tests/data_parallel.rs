@@ -13,10 +13,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use tigerflow_finetune::metrics::{MetricsLine, read};
-use tigerflow_finetune::packing::{Row, pack};
 use tigerflow_distributed::rank_env::RankEnv;
 use tigerflow_distributed::tcp_group::TcpGroup;
+use tigerflow_finetune::metrics::{MetricsLine, read};
+use tigerflow_finetune::packing::{Row, pack};
 use tigerflow_finetune::trainer::{Outcome, Settings, adapter_tensors};
 
 /// 18 packed rows: 9 micro-batches of 2 per epoch, so with 4 per step the third step of every

@@ -1,5 +1,6 @@
 //! The GPU test set in bf16: the CPU reference checks on the CUDA backend (see
-//! `common/gpu.rs`). Needs `--features cuda` and an NVIDIA GPU.
+//! `common/gpu.rs`). Needs `--features cuda` and an NVIDIA GPU. The checks of each CUDA
+//! operation on its own are `tigerflow-cuda`'s (`crates/cuda/tests/kernels.rs`).
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -26,34 +27,4 @@ fn training_matches_peft_packing_and_accumulation() {
 #[test]
 fn recompute_matches_the_full_graph() {
     check_recompute_on::<M>(&cuda(), BF16);
-}
-
-#[test]
-fn flash_attention_matches_the_cpu() {
-    check_flash_attention(&cuda(), BF16);
-}
-
-#[test]
-fn the_layer_kernels_match_the_cpu() {
-    check_layer_ops(&cuda(), BF16);
-}
-
-#[test]
-fn the_dropout_kernel_keeps_its_specified_masks() {
-    check_dropout(&cuda());
-}
-
-#[test]
-fn the_cross_entropy_kernels_match_the_cpu() {
-    check_cross_entropy(&cuda(), BF16);
-}
-
-#[test]
-fn the_cublas_projection_matches_the_cpu() {
-    check_projections(&cuda(), BF16);
-}
-
-#[test]
-fn the_optimizers_gather_matches_the_cpu() {
-    check_concat(&cuda());
 }

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use tigerflow_llm::peft::PeftAdapter;
 use tigerflow_finetune::metrics::{MetricsLine, read};
 use tigerflow_finetune::packing::pack;
+use tigerflow_llm::peft::PeftAdapter;
 
 fn run(out: &std::path::Path, stop_after: Option<usize>) -> tigerflow_finetune::trainer::Outcome {
     let s = settings(0.05);

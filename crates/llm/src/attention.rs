@@ -2,7 +2,7 @@
 //!
 //! The reference is burn's `attention` on a block-diagonal mask: it materialises the
 //! `[B, H, L, L]` scores, which on a GPU is where most of a training step's time and memory
-//! went (BENCHMARKS.md, "Where the time goes"). With the `cuda` feature, bf16 tensors on the CUDA
+//! went (docs/perf-log.md, "Where the time goes"). With the `cuda` feature, bf16 tensors on the CUDA
 //! backend take a flash-attention kernel instead (`tigerflow_cuda::flash_attention`), which never
 //! holds the scores; every other backend, dtype or shape runs the reference, against which the
 //! GPU test set checks the kernel.

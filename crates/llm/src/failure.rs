@@ -3,7 +3,7 @@
 //! burn's CUDA backend runs kernels on threads of its own. When one of them panics (most often:
 //! the device is out of memory) the panic never reaches the caller: later operations read
 //! buffers that were never allocated, and a training step on an H200 reported a loss of 0.0 and
-//! went on (BENCHMARKS.md, the 7B shape). [`watch`] installs a panic hook that keeps the first
+//! went on (docs/perf-log.md, "The Llama-2-7B shape"). [`watch`] installs a panic hook that keeps the first
 //! panic of the process; loops that read results back call [`check`] and stop with its message.
 
 use std::fmt;

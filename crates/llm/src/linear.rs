@@ -44,7 +44,10 @@ pub fn adapted_linears<B: Backend>(
     let (x, projections) =
         match tigerflow_cuda::lora_linears(x, projections.into_iter().map(to_cuda).collect()) {
             Ok(ys) => return ys,
-            Err((x, projections)) => (x, projections.into_iter().map(from_cuda).collect::<Vec<_>>()),
+            Err((x, projections)) => (
+                x,
+                projections.into_iter().map(from_cuda).collect::<Vec<_>>(),
+            ),
         };
     projections
         .into_iter()

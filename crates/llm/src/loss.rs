@@ -9,7 +9,7 @@
 //! CUDA allocator places each allocation in pages sized by the device's memory (a quarter of it,
 //! then quarters of that), and on an 80 GB GPU any allocation above 312 MB takes a slice of a
 //! 5 GiB page. One SmolLM2 micro-batch's logits (8192 × 49152 bf16, 805 MB) made its training
-//! reserve 6.2 GiB where it used about 2 (BENCHMARKS.md, "Memory: the logits in chunks").
+//! reserve 6.2 GiB where it used about 2 (docs/perf-log.md, "Memory: the logits in chunks").
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, backend::Backend};

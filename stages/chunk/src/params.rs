@@ -79,7 +79,7 @@ impl Default for ChunkParams {
 }
 
 /// Parses `90s`, `60m`, `2h`, `1d` into seconds.
-pub fn parse_duration(text: &str) -> Option<i64> {
+pub(crate) fn parse_duration(text: &str) -> Option<i64> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(split);

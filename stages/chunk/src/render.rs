@@ -7,7 +7,7 @@ use regex::Regex;
 use crate::params::{ChunkParams, Scrub, Speakers};
 use crate::turns::Turn;
 
-pub struct Renderer {
+pub(crate) struct Renderer {
     template: Vec<Piece>,
     speakers: Speakers,
     speaker_map: BTreeMap<String, String>,
@@ -82,7 +82,7 @@ impl Scrubber {
 }
 
 impl Renderer {
-    pub fn new(params: &ChunkParams) -> Self {
+    pub(crate) fn new(params: &ChunkParams) -> Self {
         let mut kinds = params.scrub.clone();
         // Links first: they may hold digits and `@`.
         kinds.sort_by_key(|k| match k {
@@ -102,7 +102,7 @@ impl Renderer {
 
     /// The label of a speaker: the explicit map (by id, then by name), else the display name
     /// or a pseudonym numbered by first appearance.
-    pub fn speaker(&mut self, author_id: &str, author: &str) -> String {
+    pub(crate) fn speaker(&mut self, author_id: &str, author: &str) -> String {
         if let Some(name) = self
             .speaker_map
             .get(author_id)
@@ -122,14 +122,14 @@ impl Renderer {
         }
     }
 
-    pub fn scrub(&self, text: &str) -> String {
+    pub(crate) fn scrub(&self, text: &str) -> String {
         self.scrubbers
             .iter()
             .fold(text.to_owned(), |text, scrubber| scrubber.apply(&text))
     }
 
     /// Renders a turn; returns the speaker label too (for the report).
-    pub fn render(&mut self, turn: &Turn) -> (String, String) {
+    pub(crate) fn render(&mut self, turn: &Turn) -> (String, String) {
         let speaker = self.speaker(&turn.author_id, &turn.author);
         let text = self.scrub(&turn.text);
         let mut rendered = String::with_capacity(speaker.len() + text.len() + 8);

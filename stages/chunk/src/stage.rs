@@ -15,10 +15,10 @@ use crate::window::{self, Chars, Measure, Tokens};
 
 pub struct ChunkStage;
 
-pub const DATASET_JSONL: &str = "dataset.jsonl";
-pub const DATASET_PARQUET: &str = "dataset.parquet";
-pub const REPORT: &str = "report.json";
-pub const PLOT: &str = "lengths.svg";
+pub(crate) const DATASET_JSONL: &str = "dataset.jsonl";
+pub(crate) const DATASET_PARQUET: &str = "dataset.parquet";
+pub(crate) const REPORT: &str = "report.json";
+pub(crate) const PLOT: &str = "lengths.svg";
 
 /// Per-speaker totals over the messages in kept samples.
 #[derive(Debug, Default, Serialize)]

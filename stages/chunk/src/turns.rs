@@ -9,7 +9,7 @@ use tigerflow_telegram::columns as c;
 
 /// One turn of a conversation (a message, or merged consecutive messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Turn {
+pub(crate) struct Turn {
     pub session: u32,
     pub unix_time: i64,
     pub author_id: String,
@@ -21,7 +21,7 @@ pub struct Turn {
 
 /// What the query kept and dropped, for the report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct TurnCounts {
+pub(crate) struct TurnCounts {
     pub messages_in: u64,
     pub dropped_service: u64,
     /// Media without caption, whitespace-only text.
@@ -34,7 +34,7 @@ pub struct TurnCounts {
 const SESSION: &str = "session";
 
 /// Reads the messages table and builds the turns.
-pub fn load_turns(
+pub(crate) fn load_turns(
     path: &Path,
     session_gap_seconds: i64,
     merge: bool,

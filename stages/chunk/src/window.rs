@@ -48,7 +48,7 @@ impl Measure for Chars {
 }
 
 /// Tokens of a Hugging Face tokenizer (no special tokens).
-pub struct Tokens(pub tokenizers::Tokenizer);
+pub(crate) struct Tokens(pub tokenizers::Tokenizer);
 
 impl Measure for Tokens {
     fn cost(&self, text: &str) -> usize {

@@ -12,7 +12,7 @@ use crate::CmdParams;
 /// How many trailing stderr lines a failure message quotes.
 const STDERR_TAIL: usize = 10;
 
-pub fn run(params: &CmdParams, ctx: &mut Context<'_>) -> Result<(), StageError> {
+pub(crate) fn run(params: &CmdParams, ctx: &mut Context<'_>) -> Result<(), StageError> {
     let mut command = Command::new("sh");
     command
         .arg("-c")
@@ -84,7 +84,7 @@ fn forward(pipe: impl Read, reporter: &dyn Reporter, tail: Option<&Mutex<VecDequ
 }
 
 /// `my-slot.x` → `MY_SLOT_X`: environment variable names allow only letters, digits and `_`.
-pub fn env_name(name: &str) -> String {
+pub(crate) fn env_name(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {

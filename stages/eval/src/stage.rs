@@ -4,6 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
+use tigerflow_finetune::base::{BaseSpec, LoadedBase, load_base};
+use tigerflow_finetune::data::{read_texts, wrap};
+use tigerflow_finetune::packing::{Padding, pack};
+use tigerflow_finetune::plot::{loss_series, lr_series, svg};
+use tigerflow_finetune::trainer::evaluate;
 use tigerflow_llm::adapters::attach_peft;
 use tigerflow_llm::device::{DeviceSpec, OnBackend, run_on};
 use tigerflow_llm::generate::{cache_view_for, generate_tokens};
@@ -11,11 +16,6 @@ use tigerflow_llm::model::CacheView;
 use tigerflow_llm::peft::PeftAdapter;
 use tigerflow_llm::sampling::{Sampler, SamplingConfig};
 use tigerflow_stage::{Context, InputSlot, StageError, TypedStage};
-use tigerflow_finetune::base::{BaseSpec, LoadedBase, load_base};
-use tigerflow_finetune::data::{read_texts, wrap};
-use tigerflow_finetune::packing::{Padding, pack};
-use tigerflow_finetune::plot::{loss_series, lr_series, svg};
-use tigerflow_finetune::trainer::evaluate;
 
 use crate::params::EvalParams;
 use crate::report::{EvalMetrics, Sample, Scores, render};

@@ -16,7 +16,7 @@ const CONFIG: &str = "adapter_config.json";
 
 /// The files to publish for a train stage's output (or its `adapter/` folder itself) and,
 /// optionally, an eval stage's output (or its `metrics.json`).
-pub fn adapter_entries(
+pub(crate) fn adapter_entries(
     train: &Path,
     eval: Option<&Path>,
     repo_ref: &str,

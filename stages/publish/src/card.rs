@@ -7,7 +7,7 @@ const MAX_ROWS: usize = 60;
 
 /// A Markdown table of the numbers in a JSON report, keys flattened with dots
 /// (`{"rows": {"train": 5}}` → `rows.train | 5`). Arrays show their length.
-pub fn numbers_table(report: &Value) -> String {
+pub(crate) fn numbers_table(report: &Value) -> String {
     let mut rows = Vec::new();
     flatten("", report, &mut rows);
     if rows.is_empty() {
@@ -54,7 +54,7 @@ fn escape(cell: &str) -> String {
 }
 
 /// The body of a Markdown file without its YAML front matter.
-pub fn strip_front_matter(text: &str) -> &str {
+pub(crate) fn strip_front_matter(text: &str) -> &str {
     let Some(rest) = text.strip_prefix("---\n") else {
         return text;
     };
@@ -65,7 +65,7 @@ pub fn strip_front_matter(text: &str) -> &str {
 }
 
 /// A quoted YAML/Python string literal (both accept JSON's escapes for plain text).
-pub fn quoted(text: &str) -> String {
+pub(crate) fn quoted(text: &str) -> String {
     Value::String(text.to_owned()).to_string()
 }
 

@@ -19,7 +19,7 @@ const SPLITS: &[&str] = &["train", "test"];
 
 /// The files to publish for a split stage's output directory. `chunk_report` is the chunk
 /// stage's `report.json` (or its directory), whose numbers go into the card too.
-pub fn dataset_entries(
+pub(crate) fn dataset_entries(
     split_dir: &Path,
     chunk_report: Option<&Path>,
     repo_ref: &str,

@@ -13,7 +13,7 @@ use crate::manifest::{Content, Entry, sha256_of_reader};
 pub const MARKER: &str = ".tigerflow-published";
 
 #[derive(Debug, thiserror::Error)]
-pub enum DirError {
+pub(crate) enum DirError {
     #[error(
         "{}: exists and was not written by tigerflow (no {MARKER} file); fix: choose a new folder in `target` or delete this one",
         .0.display()
@@ -37,7 +37,7 @@ fn io_err<'a>(path: &'a Path, context: &'static str) -> impl FnOnce(io::Error) -
 }
 
 /// Makes `dest` hold exactly `entries`. Returns `false`, touching nothing, when it already does.
-pub fn publish_dir(dest: &Path, entries: &[Entry]) -> Result<bool, DirError> {
+pub(crate) fn publish_dir(dest: &Path, entries: &[Entry]) -> Result<bool, DirError> {
     let exists = dest.exists();
     if exists {
         if !dest.join(MARKER).is_file() && !is_empty_dir(dest) {

@@ -85,7 +85,7 @@ impl Entry {
 }
 
 /// A content fingerprint of the whole set: changes whenever a path or a byte changes.
-pub fn fingerprint(entries: &[Entry]) -> String {
+pub(crate) fn fingerprint(entries: &[Entry]) -> String {
     let mut hasher = Sha256::new();
     for entry in entries {
         hasher.update(entry.path.as_bytes());
@@ -96,7 +96,7 @@ pub fn fingerprint(entries: &[Entry]) -> String {
     hex(&hasher.finalize())
 }
 
-pub fn sha256_of_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
+pub(crate) fn sha256_of_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0; 1 << 16];
     let mut size = 0u64;
@@ -110,7 +110,7 @@ pub fn sha256_of_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -32,20 +32,20 @@ impl HubAccess {
 }
 
 /// The name repositories and cards use for the target: `owner/name`, or the folder path.
-pub fn repo_ref(target: &Target) -> String {
+pub(crate) fn repo_ref(target: &Target) -> String {
     match target {
         Target::Dir(path) => path.display().to_string(),
         Target::Hub(repo) => repo.to_string(),
     }
 }
 
-pub fn target(params: &PublishParams) -> Result<Target, StageError> {
+pub(crate) fn target(params: &PublishParams) -> Result<Target, StageError> {
     params.target().map_err(StageError::Failed)
 }
 
 /// Publishes `entries` and writes the receipt; fails, with no receipt, if anything did not
 /// reach the target.
-pub fn publish(
+pub(crate) fn publish(
     params: &PublishParams,
     ctx: &Context<'_>,
     kind: RepoKind,

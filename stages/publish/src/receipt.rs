@@ -8,10 +8,10 @@ use tigerflow_stage::StageError;
 
 use crate::hub::CommitInfo;
 
-pub const RECEIPT: &str = "published.json";
+pub(crate) const RECEIPT: &str = "published.json";
 
 #[derive(Debug, Serialize)]
-pub struct Receipt {
+pub(crate) struct Receipt {
     /// The `target` parameter as written.
     pub target: String,
     /// Where to look at the result: a folder path or the repository's web page.
@@ -26,7 +26,7 @@ pub struct Receipt {
 }
 
 #[derive(Debug, Serialize)]
-pub struct FileRecord {
+pub(crate) struct FileRecord {
     pub path: String,
     pub size: u64,
     pub sha256: String,
@@ -35,7 +35,7 @@ pub struct FileRecord {
 }
 
 impl Receipt {
-    pub fn write(&self, out_dir: &Path) -> Result<(), StageError> {
+    pub(crate) fn write(&self, out_dir: &Path) -> Result<(), StageError> {
         let path = out_dir.join(RECEIPT);
         let mut text = serde_json::to_string_pretty(self)
             .map_err(|e| StageError::Failed(format!("internal: encoding the receipt: {e}")))?;

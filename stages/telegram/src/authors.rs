@@ -9,7 +9,7 @@ use crate::message::Message;
 pub const DELETED_ACCOUNT: &str = "Deleted Account";
 
 /// Gives every message of an author the last non-null display name seen for its `from_id`.
-pub fn apply_latest_names(messages: &mut [Message]) {
+pub(crate) fn apply_latest_names(messages: &mut [Message]) {
     let mut latest: HashMap<String, String> = HashMap::new();
     for message in messages.iter() {
         if let (Some(id), Some(name)) = (&message.author_id, &message.author_name) {
@@ -27,7 +27,7 @@ pub fn apply_latest_names(messages: &mut [Message]) {
 }
 
 /// Replies whose target message is not in the chat.
-pub fn count_dangling_replies(messages: &[Message]) -> u64 {
+pub(crate) fn count_dangling_replies(messages: &[Message]) -> u64 {
     let ids: HashSet<i64> = messages.iter().map(|m| m.id).collect();
     messages
         .iter()

@@ -9,7 +9,7 @@
 use std::io::{self, Read};
 
 /// A reader that rewrites `\xNN` escapes into `\u00NN` and drops a leading UTF-8 BOM.
-pub struct EscapeRepair<R> {
+pub(crate) struct EscapeRepair<R> {
     inner: R,
     buf: Vec<u8>,
     start: usize,
@@ -26,7 +26,7 @@ pub struct EscapeRepair<R> {
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl<R: Read> EscapeRepair<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         EscapeRepair {
             inner,
             buf: vec![0; 64 * 1024],
@@ -41,12 +41,12 @@ impl<R: Read> EscapeRepair<R> {
     }
 
     /// How many `\xNN` escapes were rewritten so far.
-    pub fn repaired(&self) -> u64 {
+    pub(crate) fn repaired(&self) -> u64 {
         self.repaired
     }
 
     /// Whether the input started with a UTF-8 byte order mark (which was skipped).
-    pub fn had_bom(&self) -> bool {
+    pub(crate) fn had_bom(&self) -> bool {
         self.bom
     }
 

@@ -2,7 +2,7 @@
 //! (`YYYY-MM-DDTHH:MM:SS`), so the user supplies the offset it was written in.
 
 /// Parses `YYYY-MM-DDTHH:MM:SS` written at `offset_seconds` east of UTC into unix seconds.
-pub fn parse_local(date: &str, offset_seconds: i64) -> Option<i64> {
+pub(crate) fn parse_local(date: &str, offset_seconds: i64) -> Option<i64> {
     let b = date.as_bytes();
     if b.len() != 19
         || b[4] != b'-'

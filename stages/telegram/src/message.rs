@@ -53,7 +53,7 @@ pub struct Message {
 }
 
 /// Reads one message; `None` for `type: "unsupported"`, which has no date or text.
-pub struct MessageSeed<'a> {
+pub(crate) struct MessageSeed<'a> {
     pub stats: &'a mut ParseStats,
     /// Offset of the exporting machine's clock, for exports without `date_unixtime`.
     pub local_offset_seconds: i64,
@@ -154,7 +154,7 @@ enum Field {
     Unknown(String),
 }
 
-impl<'de> de::Deserialize<'de> for Field {
+impl<'de> Deserialize<'de> for Field {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct FieldVisitor;
         impl Visitor<'_> for FieldVisitor {
@@ -209,7 +209,7 @@ struct PollAnswer {
 /// `from_id` / `actor_id`: `"user123"` since Telegram Desktop 2.7.2, a bare integer before.
 struct PeerId(String);
 
-impl<'de> de::Deserialize<'de> for PeerId {
+impl<'de> Deserialize<'de> for PeerId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct PeerVisitor;
         impl Visitor<'_> for PeerVisitor {
@@ -244,7 +244,7 @@ fn legacy_peer_id(v: u64) -> String {
 /// `date_unixtime` is a string holding an integer; accept a bare integer too.
 struct UnixTime(i64);
 
-impl<'de> de::Deserialize<'de> for UnixTime {
+impl<'de> Deserialize<'de> for UnixTime {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct TimeVisitor;
         impl Visitor<'_> for TimeVisitor {

@@ -52,8 +52,8 @@ impl Params for TelegramParams {
     }
 }
 
-pub const MESSAGES_FILE: &str = "messages.parquet";
-pub const REPORT_FILE: &str = "report.json";
+pub(crate) const MESSAGES_FILE: &str = "messages.parquet";
+pub(crate) const REPORT_FILE: &str = "report.json";
 
 impl TypedStage for TelegramStage {
     const KIND: &'static str = "telegram";

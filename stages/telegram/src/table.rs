@@ -23,7 +23,7 @@ pub mod columns {
 }
 
 /// Builds the table of one chat's messages.
-pub fn to_frame(chat_id: Option<i64>, messages: &[Message]) -> PolarsResult<DataFrame> {
+pub(crate) fn to_frame(chat_id: Option<i64>, messages: &[Message]) -> PolarsResult<DataFrame> {
     use columns::*;
     let n = messages.len();
     let col_i64 = |name: &str, f: &dyn Fn(&Message) -> i64| {
@@ -72,7 +72,7 @@ pub fn to_frame(chat_id: Option<i64>, messages: &[Message]) -> PolarsResult<Data
 }
 
 /// Writes a table as zstd-compressed parquet.
-pub fn write_parquet(frame: &mut DataFrame, path: &Path) -> PolarsResult<()> {
+pub(crate) fn write_parquet(frame: &mut DataFrame, path: &Path) -> PolarsResult<()> {
     let file = File::create(path)?;
     ParquetWriter::new(file)
         .with_compression(ParquetCompression::Zstd(None))

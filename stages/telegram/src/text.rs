@@ -34,7 +34,7 @@ const KNOWN_ENTITY_TYPES: &[&str] = &[
 ];
 
 /// Appends the flattened text of a `text` value to `out`.
-pub struct TextSeed<'a> {
+pub(crate) struct TextSeed<'a> {
     pub out: &'a mut String,
     pub stats: &'a mut ParseStats,
 }
@@ -169,7 +169,7 @@ impl<'de> de::Deserialize<'de> for EntityKey {
 /// Text in a place where unknown entity types are not worth counting (poll questions and
 /// answers): deserializes to the flattened string.
 #[derive(Default)]
-pub struct FlatText(pub String);
+pub(crate) struct FlatText(pub String);
 
 impl<'de> de::Deserialize<'de> for FlatText {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -4,7 +4,11 @@
 use crate::params::TrainParams;
 
 /// The model card for an adapter trained with `params`; `report` is `train_report.json`.
-pub fn model_card(params: &TrainParams, report: &serde_json::Value, results: &str) -> String {
+pub(crate) fn model_card(
+    params: &TrainParams,
+    report: &serde_json::Value,
+    results: &str,
+) -> String {
     let field = |key: &str| {
         report
             .get(key)

@@ -97,7 +97,7 @@ pub struct TrainParams {
     /// Starts the ranks on every host instead of this process, e.g.
     /// `["srun", "--nodes=2", "--ntasks-per-node=8"]`: it is run once with
     /// `tigerflow train-rank <job>` appended and must start `hosts × devices.len()` copies with
-    /// torchrun's or SLURM's rank variables set (README, "Several GPUs and hosts").
+    /// torchrun's or SLURM's rank variables set (docs/gpu.md, "Several GPUs and hosts").
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub launcher: Vec<String>,
 }

@@ -114,12 +114,19 @@ pub fn run_rank(job_path: &Path) -> Result<(), RankError> {
 
 fn run(job_path: &Path, env: &RankEnv) -> Result<(), RankError> {
     let path = || job_path.to_owned();
-    let text = std::fs::read_to_string(job_path)
-        .map_err(|source| RankError::ReadJob { path: path(), source })?;
-    let job: Job = serde_json::from_str(&text)
-        .map_err(|source| RankError::NotAJob { path: path(), source })?;
-    let params: TrainParams = serde_json::from_value(job.params.clone())
-        .map_err(|source| RankError::Params { path: path(), source })?;
+    let text = std::fs::read_to_string(job_path).map_err(|source| RankError::ReadJob {
+        path: path(),
+        source,
+    })?;
+    let job: Job = serde_json::from_str(&text).map_err(|source| RankError::NotAJob {
+        path: path(),
+        source,
+    })?;
+    let params: TrainParams =
+        serde_json::from_value(job.params.clone()).map_err(|source| RankError::Params {
+            path: path(),
+            source,
+        })?;
     if env.world_size != params.world_size() {
         return Err(RankError::WorldSize {
             env: env.world_size,
@@ -154,11 +161,13 @@ pub fn collective_for(spec: DeviceSpec, tcp: TcpGroup) -> Result<Box<dyn Collect
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(ordinal) => {
             let mut tcp = tcp;
-            Ok(Box::new(tigerflow_distributed::nccl::NcclGroup::join(&mut tcp, ordinal)?))
+            Ok(Box::new(tigerflow_distributed::nccl::NcclGroup::join(
+                &mut tcp, ordinal,
+            )?))
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => Err(RankError::Device(
-            tigerflow_llm::device::needs_cuda_build(spec),
-        )),
+        DeviceSpec::Cuda(_) => Err(RankError::Device(tigerflow_llm::device::needs_cuda_build(
+            spec,
+        ))),
     }
 }

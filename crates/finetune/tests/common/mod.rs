@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 #[cfg(feature = "cuda")]
-pub mod gpu;
+pub(crate) mod gpu;
 
 use std::path::{Path, PathBuf};
 
@@ -11,19 +11,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::SafeTensors;
-use tigerflow_llm::adapters::attach_fresh;
-use tigerflow_llm::adapters::{attach_peft, layer_adapters};
-use tigerflow_llm::backend::CpuBackend;
-use tigerflow_llm::config::LlamaConfig;
-use tigerflow_llm::linear::Projection;
-use tigerflow_llm::lora::{ALL_LINEAR, LoraConfig};
-use tigerflow_llm::model::Llama;
-use tigerflow_llm::peft::{AdapterConfig, PeftAdapter};
-use tigerflow_llm::safetensors_dir::SafetensorsDir;
-use tigerflow_llm::weights::{load_llama, nf4 as quantize_nf4};
+use tigerflow_distributed::collective::{Alone, Collective};
 use tigerflow_finetune::adamw::AdamW;
 use tigerflow_finetune::adamw::AdamWConfig;
-use tigerflow_distributed::collective::{Alone, Collective};
 use tigerflow_finetune::metrics::MetricsLine;
 use tigerflow_finetune::packing::Row;
 use tigerflow_finetune::packing::{Batch, IGNORE};
@@ -37,20 +27,30 @@ use tigerflow_finetune::trainer::{
     Accumulated, accumulate, adapter_tensors, apply_flat_update, flat_gradient,
 };
 use tigerflow_finetune::trainer::{Observer, Outcome, TrainError, train};
+use tigerflow_llm::adapters::attach_fresh;
+use tigerflow_llm::adapters::{attach_peft, layer_adapters};
+use tigerflow_llm::backend::CpuBackend;
+use tigerflow_llm::config::LlamaConfig;
+use tigerflow_llm::linear::Projection;
+use tigerflow_llm::lora::{ALL_LINEAR, LoraConfig};
+use tigerflow_llm::model::Llama;
+use tigerflow_llm::peft::{AdapterConfig, PeftAdapter};
+use tigerflow_llm::safetensors_dir::SafetensorsDir;
+use tigerflow_llm::weights::{load_llama, nf4 as quantize_nf4};
 
-pub type B = Autodiff<CpuBackend>;
+pub(crate) type B = Autodiff<CpuBackend>;
 
-pub fn fixture_dir() -> PathBuf {
+pub(crate) fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peft_tiny")
 }
 
 /// The tiny random Llama of the PEFT fixture, dense or NF4.
-pub fn tiny_model(nf4: bool) -> Llama<B> {
+pub(crate) fn tiny_model(nf4: bool) -> Llama<B> {
     tiny_model_on::<B>(nf4, &Default::default())
 }
 
 /// [`tiny_model`] on any backend (the GPU tests compare backends).
-pub fn tiny_model_on<M: Backend>(nf4: bool, device: &M::Device) -> Llama<M> {
+pub(crate) fn tiny_model_on<M: Backend>(nf4: bool, device: &M::Device) -> Llama<M> {
     let dir = fixture_dir();
     let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
     let config = LlamaConfig::from_json(&text, "config.json").unwrap();
@@ -65,11 +65,11 @@ pub fn tiny_model_on<M: Backend>(nf4: bool, device: &M::Device) -> Llama<M> {
     load_llama::<M>(&config, &mut source, device, &mut make).unwrap()
 }
 
-pub fn all_linear() -> Vec<String> {
+pub(crate) fn all_linear() -> Vec<String> {
     ALL_LINEAR.iter().map(|s| s.to_string()).collect()
 }
 
-pub fn settings(dropout: f64) -> Settings {
+pub(crate) fn settings(dropout: f64) -> Settings {
     Settings {
         targets: all_linear(),
         lora: LoraConfig {
@@ -101,7 +101,7 @@ pub fn settings(dropout: f64) -> Settings {
 }
 
 /// The plan of `rows` under `s`.
-pub fn plan_of(rows: Vec<Row>, s: &Settings) -> Plan {
+pub(crate) fn plan_of(rows: Vec<Row>, s: &Settings) -> Plan {
     Plan::new(
         rows,
         s.micro_batch_size,
@@ -114,7 +114,7 @@ pub fn plan_of(rows: Vec<Row>, s: &Settings) -> Plan {
 }
 
 /// Discards the training loop's progress reports.
-pub struct Quiet;
+pub(crate) struct Quiet;
 
 impl Observer for Quiet {
     fn started(&mut self, _: usize, _: usize) {}
@@ -123,7 +123,7 @@ impl Observer for Quiet {
 }
 
 /// Trains the tiny `model` on the CPU under `s`, writing into `out`, without progress output.
-pub fn train_tiny(
+pub(crate) fn train_tiny(
     model: &mut Llama<B>,
     plan: &Plan,
     test_rows: &[Row],
@@ -135,7 +135,7 @@ pub fn train_tiny(
 }
 
 /// [`train_tiny`] as one rank of `collective`.
-pub fn train_tiny_as(
+pub(crate) fn train_tiny_as(
     collective: &mut dyn Collective,
     model: &mut Llama<B>,
     plan: &Plan,
@@ -161,14 +161,14 @@ pub fn train_tiny_as(
 
 /// The batch shape the checks pad to: on a GPU every new shape compiles new kernels, so one
 /// shared shape keeps the GPU test set fast on a cold kernel cache.
-pub const SHAPE: Padding = Padding {
+pub(crate) const SHAPE: Padding = Padding {
     pad_id: 0,
     min_rows: 6,
     min_len: 64,
 };
 
 /// Random token samples (BOS = 1 … EOS = 2) of the tiny model's vocabulary.
-pub fn samples(count: usize, seed: u64) -> Vec<Vec<u32>> {
+pub(crate) fn samples(count: usize, seed: u64) -> Vec<Vec<u32>> {
     let mut state = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut next = move || {
         state ^= state << 13;
@@ -187,7 +187,7 @@ pub fn samples(count: usize, seed: u64) -> Vec<Vec<u32>> {
         .collect()
 }
 
-pub fn f32s(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
+pub(crate) fn f32s(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
     let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
     t.data()
         .chunks_exact(4)
@@ -195,7 +195,7 @@ pub fn f32s(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
         .collect()
 }
 
-pub fn f64s(st: &SafeTensors<'_>, name: &str) -> Vec<f64> {
+pub(crate) fn f64s(st: &SafeTensors<'_>, name: &str) -> Vec<f64> {
     let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
     t.data()
         .chunks_exact(8)
@@ -203,7 +203,7 @@ pub fn f64s(st: &SafeTensors<'_>, name: &str) -> Vec<f64> {
         .collect()
 }
 
-pub fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<i64> {
+pub(crate) fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<i64> {
     let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
     t.data()
         .chunks_exact(8)
@@ -211,11 +211,11 @@ pub fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<i64> {
         .collect()
 }
 
-pub fn to_vec<M: Backend, const D: usize>(t: Tensor<M, D>) -> Vec<f32> {
+pub(crate) fn to_vec<M: Backend, const D: usize>(t: Tensor<M, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
 }
 
-pub fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn max_rel(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
     a.iter()
         .zip(b)
@@ -243,7 +243,7 @@ fn batch(st: &SafeTensors<'_>, step: usize, micro: usize) -> Batch {
 
 /// Relative tolerances of [`check_peft_parity`].
 #[derive(Debug, Clone, Copy)]
-pub struct Tolerances {
+pub(crate) struct Tolerances {
     pub loss: f64,
     pub grad: f32,
     pub norm: f64,
@@ -251,7 +251,7 @@ pub struct Tolerances {
 
 /// Ten optimizer steps of the tiny model on `device` against PEFT's losses, first-step
 /// gradients, gradient norms and learning rates, within `tol`.
-pub fn check_peft_parity<A: AutodiffBackend>(device: &A::Device, tol: Tolerances) {
+pub(crate) fn check_peft_parity<A: AutodiffBackend>(device: &A::Device, tol: Tolerances) {
     let dir = fixture_dir();
     let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -332,7 +332,11 @@ pub fn check_peft_parity<A: AutodiffBackend>(device: &A::Device, tol: Tolerances
 
 /// The tiny model (dense or NF4) with fresh adapters whose lora_A varies (lora_B is zero), with
 /// adapter dropout `dropout`.
-pub fn model_with_adapters<A: Backend>(nf4: bool, dropout: f64, device: &A::Device) -> Llama<A> {
+pub(crate) fn model_with_adapters<A: Backend>(
+    nf4: bool,
+    dropout: f64,
+    device: &A::Device,
+) -> Llama<A> {
     let mut model = tiny_model_on::<A>(nf4, device);
     let mut x = 0.1f32;
     // Non-zero lora_B would need an optimizer step; a varied lora_A is enough to route gradients.
@@ -351,7 +355,11 @@ pub fn model_with_adapters<A: Backend>(nf4: bool, dropout: f64, device: &A::Devi
 
 /// Layer-wise recompute gives the loss and gradients of the full graph with dropout on (within
 /// `loss_tol` and `grad_tol`, relative), and another seed draws other dropout masks.
-pub fn check_recompute<A: AutodiffBackend>(device: &A::Device, loss_tol: f64, grad_tol: f32) {
+pub(crate) fn check_recompute<A: AutodiffBackend>(
+    device: &A::Device,
+    loss_tol: f64,
+    grad_tol: f32,
+) {
     let model = model_with_adapters::<A>(true, 0.2, device);
     let batch = collate(&pack(&samples(5, 1), 40, true).rows, SHAPE);
     let targets = all_linear();
@@ -387,7 +395,7 @@ fn mean_loss<A: AutodiffBackend>(model: &Llama<A>, batches: &[Batch], device: &A
 
 /// Packing samples into shared rows changes neither the loss nor the gradients, and neither does
 /// padding to a fixed shape (within `tol`).
-pub fn check_packing<A: AutodiffBackend>(device: &A::Device, tol: f64) {
+pub(crate) fn check_packing<A: AutodiffBackend>(device: &A::Device, tol: f64) {
     let model = model_with_adapters::<A>(false, 0.0, device);
     let data = samples(6, 3);
     let packed = pack(&data, 48, true);
@@ -439,7 +447,7 @@ fn assert_same<A: AutodiffBackend>(a: &Accumulated<A>, b: &Accumulated<A>, what:
 }
 
 /// One micro-batch of four rows and four micro-batches of one row give the same step.
-pub fn check_accumulation<A: AutodiffBackend>(device: &A::Device, tol: f64) {
+pub(crate) fn check_accumulation<A: AutodiffBackend>(device: &A::Device, tol: f64) {
     let model = model_with_adapters::<A>(false, 0.0, device);
     let rows = pack(&samples(4, 9), 16, false).rows;
     assert_eq!(rows.len(), 4);

@@ -13,7 +13,7 @@ use super::error::HubError;
 use crate::manifest::Entry;
 
 /// How a file enters the commit.
-pub enum CommitFile<'e> {
+pub(super) enum CommitFile<'e> {
     Regular(&'e Entry),
     Lfs(&'e Entry),
 }
@@ -27,7 +27,7 @@ pub struct CommitInfo {
 }
 
 /// The NDJSON body: a header line, then one line per file.
-pub fn ndjson(
+pub(super) fn ndjson(
     summary: &str,
     description: &str,
     files: &[CommitFile<'_>],

@@ -44,7 +44,7 @@ impl fmt::Display for TokenSource {
 /// (default `$XDG_CACHE_HOME/huggingface/token`, then `~/.cache/huggingface/token`).
 ///
 /// `Err` carries the token file that was looked for, so the message can say where to put one.
-pub fn find_token(
+pub(super) fn find_token(
     env: impl Fn(&str) -> Option<String>,
     home: Option<&Path>,
 ) -> Result<(Token, TokenSource), PathBuf> {

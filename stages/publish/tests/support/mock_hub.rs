@@ -14,10 +14,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-pub const TOKEN: &str = "hf_test_token";
+pub(crate) const TOKEN: &str = "hf_test_token";
 
 #[derive(Debug, Clone)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     pub method: String,
     pub path: String,
     pub headers: BTreeMap<String, String>,
@@ -25,16 +25,16 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum FaultKind {
+pub(crate) enum FaultKind {
     Status(u16),
     /// Reads half of the body, then closes the connection without answering.
     DropMidBody,
@@ -48,7 +48,7 @@ struct Fault {
 }
 
 #[derive(Default)]
-pub struct State {
+pub(crate) struct State {
     /// `datasets/owner/name` or `owner/name` → path → oid (git blob id or sha256).
     pub repos: BTreeMap<String, BTreeMap<String, String>>,
     /// The `private` flag each repository was created with.
@@ -63,7 +63,7 @@ pub struct State {
     pub commits: Vec<Vec<Value>>,
 }
 
-pub struct MockHub {
+pub(crate) struct MockHub {
     /// The API endpoint, `http://127.0.0.1:PORT`.
     pub endpoint: String,
     state: Arc<Mutex<State>>,
@@ -72,7 +72,7 @@ pub struct MockHub {
 }
 
 impl MockHub {
-    pub fn start() -> MockHub {
+    pub(crate) fn start() -> MockHub {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(State {
@@ -105,12 +105,18 @@ impl MockHub {
         }
     }
 
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap()
     }
 
     /// The next `times` requests whose method and path match fail with `kind`.
-    pub fn fail(&self, method: &'static str, path_prefix: &str, kind: FaultKind, times: u32) {
+    pub(crate) fn fail(
+        &self,
+        method: &'static str,
+        path_prefix: &str,
+        kind: FaultKind,
+        times: u32,
+    ) {
         self.state().faults.push(Fault {
             method,
             path_prefix: path_prefix.to_owned(),
@@ -119,7 +125,7 @@ impl MockHub {
         });
     }
 
-    pub fn requests(&self) -> Vec<Recorded> {
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
     }
 }

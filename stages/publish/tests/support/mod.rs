@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the helpers.
 
-pub mod mock_hub;
+pub(crate) mod mock_hub;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use tigerflow_stage::{Context, Reporter, Stage, StageError};
 
 #[derive(Default)]
-pub struct RecordingReporter {
+pub(crate) struct RecordingReporter {
     pub lines: Mutex<Vec<String>>,
     pub positions: Mutex<Vec<u64>>,
 }
@@ -35,7 +35,7 @@ impl Reporter for RecordingReporter {
 
 /// Resolves `params` (a TOML table's text) and runs `stage` with a fresh output directory
 /// under `root`, as the engine would. Returns the output directory.
-pub fn run_stage(
+pub(crate) fn run_stage(
     stage: &dyn Stage,
     root: &Path,
     params: &str,
@@ -66,6 +66,6 @@ pub fn run_stage(
     (out_dir, result)
 }
 
-pub fn receipt(out_dir: &Path) -> serde_json::Value {
+pub(crate) fn receipt(out_dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(out_dir.join("published.json")).unwrap()).unwrap()
 }
