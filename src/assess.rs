@@ -1,7 +1,7 @@
 //! Decides, for one stage, whether its committed output is fresh, and if not, exactly why.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tigerflow_stage::Registry;
 
@@ -9,18 +9,66 @@ use crate::config::InputRef;
 use crate::fingerprint::{HashedInput, Ingredients, listed_files};
 use crate::lock::LockEntry;
 use crate::project::Project;
-use crate::statcache::{StatCache, Tree};
+use crate::statcache::{HashError, StatCache, Tree};
 
 /// What the engine needs to judge stages.
-pub struct Env<'a> {
-    pub project: &'a Project,
-    pub registry: &'a Registry,
-    pub statcache: &'a StatCache,
+pub(crate) struct Env<'a> {
+    pub(crate) project: &'a Project,
+    pub(crate) registry: &'a Registry,
+    pub(crate) statcache: &'a StatCache,
+}
+
+/// Why a stage cannot run: something it reads is missing or unreadable.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BlockedError {
+    #[error(
+        "input `{slot}` of stage `{stage}` needs the output of stage `{upstream}`, which has not run; fix: run `tigerflow run --to {upstream}` first"
+    )]
+    UpstreamNotRun {
+        slot: String,
+        stage: String,
+        upstream: String,
+    },
+    #[error(
+        "input `{slot}` = \"{input}\" of stage `{stage}`: {source}; fix the path under `inputs` in {}",
+        file.display()
+    )]
+    Input {
+        slot: String,
+        /// The input as written in pipeline.toml.
+        input: String,
+        stage: String,
+        /// The pipeline file, as given.
+        file: PathBuf,
+        /// Boxed (in `Dependency` too) so that `Result<_, BlockedError>` stays small.
+        #[source]
+        source: Box<ReadError>,
+    },
+    #[error(
+        "dependency {} of stage `{stage}`: {source}; fix the parameter that names it",
+        path.display()
+    )]
+    Dependency {
+        path: PathBuf,
+        stage: String,
+        #[source]
+        source: Box<ReadError>,
+    },
+}
+
+/// A file or directory a stage reads could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// `path` is relative to the project root.
+    #[error("{path} does not exist")]
+    Missing { path: String },
+    #[error(transparent)]
+    Hash(#[from] HashError),
 }
 
 /// The verdict for one stage.
-#[derive(Debug, Clone)]
-pub enum Assessment {
+#[derive(Debug)]
+pub(crate) enum Assessment {
     /// The lock's output matches the current fingerprint and is intact.
     Fresh(LockEntry),
     /// Stale, but an earlier run with this exact fingerprint is still in the store.
@@ -34,20 +82,20 @@ pub enum Assessment {
         reasons: Vec<String>,
     },
     /// Cannot run: a missing input file, or an upstream stage without output.
-    Blocked(String),
+    Blocked(BlockedError),
 }
 
 /// A stage ready to run: its ingredients and resolved input paths.
 #[derive(Debug, Clone)]
-pub struct Work {
-    pub ingredients: Ingredients,
-    pub inputs: BTreeMap<String, PathBuf>,
+pub(crate) struct Work {
+    pub(crate) ingredients: Ingredients,
+    pub(crate) inputs: BTreeMap<String, PathBuf>,
 }
 
 impl Env<'_> {
     /// Judges stage `i` given the committed outputs so far. `pending` names upstream stages
     /// that will re-run first (planning only); `forced` says why a stage must run regardless.
-    pub fn assess(
+    pub(crate) fn assess(
         &self,
         i: usize,
         committed: &HashMap<String, LockEntry>,
@@ -66,7 +114,7 @@ impl Env<'_> {
         }
         let work = match self.work(i, committed) {
             Ok(work) => work,
-            Err(message) => return Assessment::Blocked(message),
+            Err(blocked) => return Assessment::Blocked(blocked),
         };
         let fingerprint = work.ingredients.fingerprint();
         let previous = committed.get(&decl.name);
@@ -131,7 +179,7 @@ impl Env<'_> {
     }
 
     /// Resolves and hashes everything the stage reads.
-    fn work(&self, i: usize, committed: &HashMap<String, LockEntry>) -> Result<Work, String> {
+    fn work(&self, i: usize, committed: &HashMap<String, LockEntry>) -> Result<Work, BlockedError> {
         let decl = &self.project.pipeline().stages[i];
         let root = self.project.root();
         let stage = self
@@ -144,12 +192,14 @@ impl Env<'_> {
             let path = match input {
                 InputRef::Path(p) => root.join(p),
                 InputRef::Stage { stage: up, sub } => {
-                    let entry = committed.get(up).filter(|e| root.join(&e.output).is_dir()).ok_or_else(|| {
-                        format!(
-                            "input `{slot}` of stage `{}` needs the output of stage `{up}`, which has not run; fix: run `tigerflow run --to {up}` first",
-                            decl.name
-                        )
-                    })?;
+                    let entry = committed
+                        .get(up)
+                        .filter(|e| root.join(&e.output).is_dir())
+                        .ok_or_else(|| BlockedError::UpstreamNotRun {
+                            slot: slot.clone(),
+                            stage: decl.name.clone(),
+                            upstream: up.clone(),
+                        })?;
                     let dir = root.join(&entry.output);
                     match sub {
                         Some(sub) => dir.join(sub),
@@ -167,13 +217,15 @@ impl Env<'_> {
                     }
                 }
             };
-            let tree = self.hash_tree(&path).map_err(|e| {
-                format!(
-                    "input `{slot}` = \"{input}\" of stage `{}`: {e}; fix the path under `inputs` in {}",
-                    decl.name,
-                    self.project.file().display()
-                )
-            })?;
+            let tree = self
+                .hash_tree(&path)
+                .map_err(|source| BlockedError::Input {
+                    slot: slot.clone(),
+                    input: input.to_string(),
+                    stage: decl.name.clone(),
+                    file: self.project.file().to_path_buf(),
+                    source: Box::new(source),
+                })?;
             let input_hash = HashedInput {
                 source: input.to_string(),
                 hash: tree.hash.to_hex().to_string(),
@@ -184,13 +236,13 @@ impl Env<'_> {
         }
         let mut deps = BTreeMap::new();
         for dep in stage.extra_dependencies(&decl.params) {
-            let tree = self.hash_tree(&root.join(&dep)).map_err(|e| {
-                format!(
-                    "dependency {} of stage `{}`: {e}; fix the parameter that names it",
-                    dep.display(),
-                    decl.name
-                )
-            })?;
+            let tree =
+                self.hash_tree(&root.join(&dep))
+                    .map_err(|source| BlockedError::Dependency {
+                        path: dep.clone(),
+                        stage: decl.name.clone(),
+                        source: Box::new(source),
+                    })?;
             deps.insert(dep.display().to_string(), tree.hash.to_hex().to_string());
         }
         let ingredients = Ingredients {
@@ -206,10 +258,12 @@ impl Env<'_> {
         })
     }
 
-    fn hash_tree(&self, path: &std::path::Path) -> Result<Tree, String> {
+    fn hash_tree(&self, path: &Path) -> Result<Tree, ReadError> {
         if !path.exists() {
-            return Err(format!("{} does not exist", self.project.relative(path)));
+            return Err(ReadError::Missing {
+                path: self.project.relative(path),
+            });
         }
-        self.statcache.hash_tree(path).map_err(|e| e.to_string())
+        Ok(self.statcache.hash_tree(path)?)
     }
 }

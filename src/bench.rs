@@ -5,75 +5,75 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use tigerflow_llm::device::{DeviceSpec, run_on};
-use tigerflow_stage::Reporter;
 use tigerflow_distributed::collective::{Alone, Collective};
 use tigerflow_distributed::launch::{local_ranks, stop_with_parent, supervise};
 use tigerflow_distributed::nccl_lib;
 use tigerflow_distributed::rank_env::RankEnv;
 use tigerflow_distributed::tcp_group::TcpGroup;
 use tigerflow_finetune::bench::{BenchSettings, BenchTask, ModelShape, table};
+use tigerflow_llm::device::{DeviceSpec, run_on};
+use tigerflow_stage::Reporter;
 use tigerflow_train::params::TrainParams;
 use tigerflow_train::rank::{RENDEZVOUS, collective_for};
 
 /// Arguments of `tigerflow bench`.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     #[command(subcommand)]
-    pub what: BenchWhat,
+    pub(crate) what: BenchWhat,
 }
 
 #[derive(Debug, clap::Subcommand)]
-pub enum BenchWhat {
+pub(crate) enum BenchWhat {
     /// Steady-state QLoRA training: tokens/s, step breakdown, device memory and MFU.
     Train(TrainBenchArgs),
 }
 
 /// Defaults are the `train` stage's (the reference QLoRA recipe) unless noted.
 #[derive(Debug, clap::Args)]
-pub struct TrainBenchArgs {
+pub(crate) struct TrainBenchArgs {
     /// Model shape: tiny, smollm2-135m or llama2-7b (random weights of that shape).
     #[arg(long, default_value = "smollm2-135m")]
-    pub shape: String,
+    pub(crate) shape: String,
     /// cpu, cuda or cuda:N; several, comma-separated, run one data-parallel rank per device.
     #[arg(long, default_value = "cpu", value_delimiter = ',')]
-    pub device: Vec<String>,
+    pub(crate) device: Vec<String>,
     /// Compute in f32 on CUDA instead of bf16.
     #[arg(long)]
-    pub f32: bool,
+    pub(crate) f32: bool,
     /// Tokens per packed row.
     #[arg(long)]
-    pub sequence_len: Option<usize>,
+    pub(crate) sequence_len: Option<usize>,
     /// Rows per micro-batch.
     #[arg(long)]
-    pub micro_batch_size: Option<usize>,
+    pub(crate) micro_batch_size: Option<usize>,
     /// Micro-batches per optimizer step (default 1: the step time is what is measured).
     #[arg(long, default_value_t = 1)]
-    pub gradient_accumulation_steps: usize,
+    pub(crate) gradient_accumulation_steps: usize,
     #[arg(long)]
-    pub lora_r: Option<usize>,
+    pub(crate) lora_r: Option<usize>,
     /// Dense bf16/f32 base instead of NF4.
     #[arg(long)]
-    pub no_4bit: bool,
+    pub(crate) no_4bit: bool,
     /// Keep every layer's activations instead of recomputing them in the backward pass.
     #[arg(long)]
-    pub no_recompute: bool,
+    pub(crate) no_recompute: bool,
     /// Optimizer steps before measuring (the first compiles GPU kernels).
     #[arg(long, default_value_t = 2)]
-    pub warmup_steps: usize,
+    pub(crate) warmup_steps: usize,
     /// Optimizer steps measured.
     #[arg(long, default_value_t = 5)]
-    pub steps: usize,
+    pub(crate) steps: usize,
     /// The device's dense peak in TFLOP/s for MFU (989 is an H100 SXM in bf16).
     #[arg(long)]
-    pub peak_tflops: Option<f64>,
+    pub(crate) peak_tflops: Option<f64>,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
+    pub(crate) report: Option<PathBuf>,
 }
 
 /// Runs the command; returns the process exit code.
-pub fn run(args: &BenchArgs) -> i32 {
+pub(crate) fn run(args: &BenchArgs) -> i32 {
     match &args.what {
         BenchWhat::Train(a) => match bench_train(a) {
             Ok(()) => 0,

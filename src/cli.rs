@@ -103,7 +103,7 @@ enum DagFormat {
 }
 
 /// Runs the command line and returns the process exit code.
-pub fn main(registry: Registry) -> i32 {
+pub(crate) fn main(registry: Registry) -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -232,9 +232,13 @@ impl<'a> Checker<'a> {
                 decls.push(decl);
             }
         }
+        // Every declared stage can be referenced, even one that failed validation: its own
+        // problem is reported once, and the stages that read its output do not repeat it as an
+        // unknown `@stage` (one mistake, one message).
+        let declared: Vec<&str> = stages.keys().map(String::as_str).collect();
         let pipeline = Pipeline { stages: decls };
-        self.check_overrides_target_stages(&pipeline);
-        self.check_references(&pipeline);
+        self.check_overrides_target_stages(&declared);
+        self.check_references(&pipeline, &declared);
         if self.diagnostics.is_empty()
             && let Err(cycle) = Dag::new(&pipeline)
         {
@@ -249,6 +253,10 @@ impl<'a> Checker<'a> {
         Some(pipeline)
     }
 
+    /// The stage's declaration, or `None` when its name, kind or inputs are invalid. A stage
+    /// whose parameters alone are invalid is still returned, with null parameters, so that the
+    /// references in its inputs are checked too; the diagnostic makes the parse fail, so such a
+    /// declaration never leaves the checker.
     fn check_stage(&mut self, name: &str, value: &toml::Value) -> Option<StageDecl> {
         let here = ["stages", name];
         if name.is_empty()
@@ -317,18 +325,19 @@ impl<'a> Checker<'a> {
             }
             o.apply(&mut raw);
         }
-        match stage.resolve_params(&raw) {
-            Ok(params) => Some(StageDecl {
-                name: name.to_string(),
-                kind,
-                inputs: inputs?,
-                params,
-            }),
+        let params = match stage.resolve_params(&raw) {
+            Ok(params) => params,
             Err(e) => {
                 self.param_error(name, &kind, e);
-                None
+                serde_json::Value::Null
             }
-        }
+        };
+        Some(StageDecl {
+            name: name.to_string(),
+            kind,
+            inputs: inputs?,
+            params,
+        })
     }
 
     fn check_inputs(
@@ -429,40 +438,34 @@ impl<'a> Checker<'a> {
         self.error_at(&full, message);
     }
 
-    fn check_overrides_target_stages(&mut self, pipeline: &Pipeline) {
-        let names: Vec<&str> = pipeline.stages.iter().map(|s| s.name.as_str()).collect();
+    /// `declared`: every `[stages.NAME]` table of the file, valid or not.
+    fn check_overrides_target_stages(&mut self, declared: &[&str]) {
         for o in self.overrides {
-            let declared = self
-                .doc
-                .as_ref()
-                .and_then(|d| d.as_table().get("stages"))
-                .and_then(|s| s.as_table_like())
-                .is_some_and(|t| t.contains_key(&o.stage));
-            if !declared {
+            if !declared.contains(&o.stage.as_str()) {
                 self.diagnostics.push(o.diagnostic(format!(
                     "no stage `{}`{}",
                     o.stage,
-                    suggest::hint(&o.stage, names.iter().copied())
+                    suggest::hint(&o.stage, declared.iter().copied())
                 )));
             }
         }
     }
 
-    fn check_references(&mut self, pipeline: &Pipeline) {
-        let names: Vec<&str> = pipeline.stages.iter().map(|s| s.name.as_str()).collect();
+    /// `declared`: every `[stages.NAME]` table of the file, valid or not.
+    fn check_references(&mut self, pipeline: &Pipeline, declared: &[&str]) {
         for decl in &pipeline.stages {
             for (slot, input) in &decl.inputs {
                 let Some(up) = input.upstream() else { continue };
                 let at = ["stages", decl.name.as_str(), "inputs", slot.as_str()];
                 if up == decl.name {
                     self.error_at(&at, format!("stage `{up}` cannot read its own output"));
-                } else if !names.contains(&up) {
+                } else if !declared.contains(&up) {
                     self.error_at(
                         &at,
                         format!(
                             "input `{slot}` of stage `{}` names unknown stage `@{up}`{}",
                             decl.name,
-                            suggest::hint(up, names.iter().copied())
+                            suggest::hint(up, declared.iter().copied())
                         ),
                     );
                 }
@@ -510,6 +513,92 @@ mod tests {
         assert!(
             line.starts_with("pipeline.toml:1:2: invalid TOML: "),
             "{line}"
+        );
+    }
+
+    /// `split` → `train` → `eval`, and `push` reads both: the shape of the default pipeline,
+    /// with `cmd` stages.
+    const REFERENCED: &str = r#"
+[stages.split]
+uses = "cmd"
+cmd = "true"
+
+[stages.train]
+uses = "cmd"
+inputs = { data = "@split" }
+cmd = "echo train"
+
+[stages.eval]
+uses = "cmd"
+inputs = { data = "@split", adapter = "@train" }
+cmd = "true"
+
+[stages.push]
+uses = "cmd"
+inputs = { adapter = "@train", metrics = "@eval" }
+cmd = "true"
+"#;
+
+    fn messages(source: &str) -> Vec<String> {
+        let mut registry = Registry::new();
+        tigerflow_cmd::register(&mut registry);
+        match parse(source, &registry) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.diagnostics.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn one_mistake_in_a_referenced_stage_is_one_message() {
+        assert_eq!(messages(REFERENCED), Vec::<String>::new());
+        let typo = REFERENCED.replace("cmd = \"echo train\"", "cmnd = \"echo train\"");
+        assert_eq!(
+            messages(&typo),
+            [
+                "pipeline.toml:9:1: unknown key `cmnd` in stage `train` (uses = \"cmd\"); did you mean `cmd`?"
+            ]
+        );
+        let kind = typo.replace(
+            "[stages.train]\nuses = \"cmd\"",
+            "[stages.train]\nuses = \"cdm\"",
+        );
+        let found = messages(&kind);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("unknown stage kind `cdm` in stage `train`"),
+            "{found:?}"
+        );
+        let inputs = REFERENCED.replace("inputs = { data = \"@split\" }", "inputs = 3");
+        let found = messages(&inputs);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("`inputs` must be a table"), "{found:?}");
+    }
+
+    #[test]
+    fn independent_mistakes_are_each_reported() {
+        let two = REFERENCED
+            .replace("cmd = \"echo train\"", "cmnd = \"echo train\"")
+            .replace("metrics = \"@eval\"", "metrics = \"@evl\"");
+        assert_eq!(
+            messages(&two),
+            [
+                "pipeline.toml:9:1: unknown key `cmnd` in stage `train` (uses = \"cmd\"); did you mean `cmd`?",
+                "pipeline.toml:18:32: input `metrics` of stage `push` names unknown stage `@evl`; did you mean `eval`?",
+            ]
+        );
+        // A stage with invalid parameters still has its own references checked.
+        let same_stage = REFERENCED
+            .replace("cmd = \"echo train\"", "cmnd = \"echo train\"")
+            .replace("data = \"@split\" }", "data = \"@splt\" }");
+        let found = messages(&same_stage);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].contains("unknown key `cmnd` in stage `train`"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].contains("names unknown stage `@splt`"),
+            "{found:?}"
         );
     }
 

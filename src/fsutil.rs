@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// Writes a file so that readers see either the old or the new content, never a mix: a
 /// temporary file in the same directory, flushed to disk, then renamed over the target.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
     let tmp = temp_name(path, std::process::id());
     let mut file = std::fs::File::create(&tmp)?;
@@ -26,7 +26,7 @@ fn temp_name(path: &Path, pid: u32) -> PathBuf {
 
 /// Removes temporary files that `write_atomic` calls of killed processes left beside `path`.
 /// Only safe while no other process writes `path` (under the run lock).
-pub fn sweep_temp_files(path: &Path) {
+pub(crate) fn sweep_temp_files(path: &Path) {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -45,7 +45,7 @@ pub fn sweep_temp_files(path: &Path) {
 }
 
 /// Removes a file or directory tree; a missing path is not an error.
-pub fn remove_all(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_all(path: &Path) -> std::io::Result<()> {
     let result = match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
         Ok(_) => std::fs::remove_file(path),

@@ -18,44 +18,44 @@ use tigerflow_stage::Registry;
 
 /// Arguments of `tigerflow generate`.
 #[derive(Debug, clap::Args)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// The text to continue, e.g. "### SZ: Quem vem a Lisboa no natal?".
     #[arg(long)]
-    pub prompt: String,
+    pub(crate) prompt: String,
     /// Model source: a model directory, a .gguf file, hf:org/name[@rev] or
     /// pypi:package==version#path (default: the train stage's base_model).
     #[arg(long, value_name = "SOURCE")]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// A PEFT LoRA adapter directory (default: the train stage's latest adapter, if any).
     #[arg(long, value_name = "DIR")]
-    pub adapter: Option<PathBuf>,
+    pub(crate) adapter: Option<PathBuf>,
     /// Generate at most this many tokens.
     #[arg(long, default_value_t = 128)]
-    pub max_new_tokens: usize,
+    pub(crate) max_new_tokens: usize,
     /// Sampling temperature; 0 picks the most likely token every time.
     #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
+    pub(crate) temperature: f32,
     /// Sample only among the K most likely tokens (0 = all).
     #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
+    pub(crate) top_k: usize,
     /// Sample only among the most likely tokens holding this much probability (1 = all).
     #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
+    pub(crate) top_p: f32,
     /// Penalty for tokens already in the text (1 = none, 1.1–1.3 is typical).
     #[arg(long, default_value_t = 1.0)]
-    pub repetition_penalty: f32,
+    pub(crate) repetition_penalty: f32,
     /// Random seed for sampling.
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Where to run: cpu, cuda or cuda:N (CUDA in builds with the `cuda` feature).
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub(crate) device: String,
     /// Compute in f32 on CUDA instead of bf16 (the CPU always computes in f32).
     #[arg(long)]
-    pub f32: bool,
+    pub(crate) f32: bool,
     /// Stop before this string (repeatable), e.g. "\n### " to end at the next chat turn.
     #[arg(long)]
-    pub stop: Vec<String>,
+    pub(crate) stop: Vec<String>,
 }
 
 /// What `generate` needs from the pipeline when `--model`/`--adapter` are not given.
@@ -66,8 +66,11 @@ struct Defaults {
 }
 
 /// The train stage's base model and committed adapter, if the pipeline has them.
-fn pipeline_defaults(pipeline_file: &Path, registry: &Registry) -> Result<Defaults, String> {
-    let project = tigerflow::Project::open(pipeline_file, registry).map_err(|e| e.to_string())?;
+fn pipeline_defaults(
+    pipeline_file: &Path,
+    registry: &Registry,
+) -> Result<Defaults, tigerflow::Error> {
+    let project = tigerflow::Project::open(pipeline_file, registry)?;
     let root = project.root().to_owned();
     let Some(train) = project.stages_using("train").into_iter().next() else {
         return Ok(Defaults {
@@ -93,7 +96,7 @@ fn pipeline_defaults(pipeline_file: &Path, registry: &Registry) -> Result<Defaul
 }
 
 /// Runs `tigerflow generate`; returns the exit code.
-pub fn run(args: &GenerateArgs, pipeline_file: &Path, registry: &Registry) -> i32 {
+pub(crate) fn run(args: &GenerateArgs, pipeline_file: &Path, registry: &Registry) -> i32 {
     match run_inner(args, pipeline_file, registry) {
         Ok(()) => 0,
         Err(message) => {

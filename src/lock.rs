@@ -48,15 +48,23 @@ pub enum LockError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
+        #[source]
         source: std::io::Error,
     },
+    /// Shows the parser's message alone: its full text quotes the file over several lines.
     #[error(
-        "{path} is not a valid lock file ({message}); fix: delete it, the next run rebuilds it"
+        "{path} is not a valid lock file ({}); fix: delete it, the next run rebuilds it",
+        source.message()
     )]
-    Parse { path: String, message: String },
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
+        #[source]
         source: std::io::Error,
     },
 }
@@ -110,9 +118,9 @@ impl LockFile {
                 });
             }
         };
-        toml::from_str(&text).map_err(|e| LockError::Parse {
+        toml::from_str(&text).map_err(|source| LockError::Parse {
             path: path.display().to_string(),
-            message: e.message().to_string(),
+            source,
         })
     }
 

@@ -13,13 +13,20 @@ pub struct Override {
     pub value: toml::Value,
 }
 
+/// A `--set` argument that is not `STAGE.KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`--set {raw}`: expected STAGE.KEY=VALUE, e.g. `--set train.epochs=2`")]
+pub struct OverrideError {
+    /// The argument as written, control characters escaped.
+    pub raw: String,
+}
+
 impl std::str::FromStr for Override {
-    type Err = String;
+    type Err = OverrideError;
 
     fn from_str(argument: &str) -> Result<Self, Self::Err> {
         let raw = &one_line(argument);
-        let usage =
-            || format!("`--set {raw}`: expected STAGE.KEY=VALUE, e.g. `--set train.epochs=2`");
+        let usage = || OverrideError { raw: raw.clone() };
         let (path, value) = argument.split_once('=').ok_or_else(usage)?;
         let mut parts = path.trim().split('.').map(|s| s.trim().to_string());
         let stage = parts.next().filter(|s| !s.is_empty()).ok_or_else(usage)?;
@@ -96,7 +103,7 @@ mod tests {
         assert_eq!(o.value, toml::Value::String("a\nb".into()));
         let line = o.diagnostic("bad".into()).to_string();
         assert_eq!(line, "--set train.note=a\\nb: bad");
-        let err = "train\n".parse::<Override>().unwrap_err();
+        let err = "train\n".parse::<Override>().unwrap_err().to_string();
         assert!(!err.contains('\n') && err.contains("train\\n"), "{err}");
     }
 }

@@ -10,12 +10,12 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 use tigerflow_stage::{Context, Registry, StageError};
 
-use crate::assess::{Assessment, Env, Work};
+use crate::assess::{Assessment, BlockedError, Env, Work};
 use crate::fingerprint::Ingredients;
 use crate::lock::{LockEntry, LockFile, rfc3339};
 use crate::progress::Progress;
 use crate::selection::{Chosen, Selection};
-use crate::statcache::StatCache;
+use crate::statcache::{HashError, StatCache};
 use crate::{Error, Project};
 
 /// Flags of `tigerflow run`.
@@ -158,9 +158,9 @@ pub fn plan(project: &Project, registry: &Registry, chosen: &Chosen) -> Vec<Stag
                 r.reasons = reasons;
                 r
             }
-            Assessment::Blocked(message) => {
+            Assessment::Blocked(blocked) => {
                 let mut r = StageReport::new(project, i, State::Blocked);
-                r.error = Some(message);
+                r.error = Some(blocked.to_string());
                 r
             }
         };
@@ -232,7 +232,36 @@ enum Outcome {
     Fresh(LockEntry),
     Restored(LockEntry, Vec<String>),
     Ran(LockEntry, Vec<String>),
-    Failed(String, Vec<String>),
+    Failed(StageFailure, Vec<String>),
+}
+
+/// Why a stage has no committed output after this run. Shown in its report and progress line.
+#[derive(Debug, thiserror::Error)]
+enum StageFailure {
+    /// Something it reads is missing.
+    #[error(transparent)]
+    Blocked(#[from] BlockedError),
+    /// The stage itself failed (or panicked, or left out a declared output).
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error("cannot create a staging directory under artifacts/: {source}")]
+    Staging {
+        #[source]
+        source: std::io::Error,
+    },
+    /// `staging` is relative to the project root.
+    #[error("cannot commit {staging} into artifacts/: {source}")]
+    Commit {
+        staging: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The committed output could not be hashed for the lock.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// A stage was judged before its upstream finished (a bug in the scheduler).
+    #[error("internal: upstream not finished")]
+    UpstreamPending,
 }
 
 struct Executor<'a> {
@@ -318,7 +347,7 @@ impl Executor<'_> {
                             scope.spawn(move || {
                                 let outcome = match run_stage(env, progress, i, work) {
                                     Ok(entry) => Outcome::Ran(entry, reasons),
-                                    Err(message) => Outcome::Failed(message, reasons),
+                                    Err(failure) => Outcome::Failed(failure, reasons),
                                 };
                                 let _ = tx.send((i, outcome));
                             });
@@ -353,13 +382,13 @@ impl Executor<'_> {
                 report.output = Some(entry.output);
                 return Slot::Done;
             }
-            Outcome::Failed(message, reasons) => {
+            Outcome::Failed(failure, reasons) => {
                 let log = project.relative(&project.log_path(&name));
                 self.progress
-                    .line(&format!("FAILED {name}: {message} (log: {log})"));
+                    .line(&format!("FAILED {name}: {failure} (log: {log})"));
                 report.state = State::Failed;
                 report.reasons = reasons;
-                report.error = Some(message);
+                report.error = Some(failure.to_string());
                 return Slot::Broken;
             }
             Outcome::Restored(entry, reasons) => {
@@ -412,7 +441,7 @@ fn triage(
     let name = &project.pipeline().stages[i].name;
     let outcome = match env.assess(i, committed, &[], forced) {
         Assessment::Fresh(entry) => Outcome::Fresh(entry),
-        Assessment::Blocked(message) => Outcome::Failed(message, Vec::new()),
+        Assessment::Blocked(blocked) => Outcome::Failed(blocked.into(), Vec::new()),
         Assessment::Restorable {
             ingredients,
             reasons,
@@ -420,7 +449,7 @@ fn triage(
             let dir = project.store().output_dir(name, &ingredients.fingerprint());
             match entry_for(env, &ingredients, &dir, SystemTime::now(), 0.0) {
                 Ok(entry) => Outcome::Restored(entry, reasons),
-                Err(message) => Outcome::Failed(message, reasons),
+                Err(failure) => Outcome::Failed(failure, reasons),
             }
         }
         Assessment::Stale {
@@ -430,7 +459,7 @@ fn triage(
         Assessment::Stale {
             work: None,
             reasons,
-        } => Outcome::Failed("internal: upstream not finished".into(), reasons),
+        } => Outcome::Failed(StageFailure::UpstreamPending, reasons),
     };
     Triage::Done(outcome)
 }
@@ -441,8 +470,8 @@ fn entry_for(
     dir: &Path,
     started: SystemTime,
     duration_s: f64,
-) -> Result<LockEntry, String> {
-    let tree = env.statcache.hash_tree(dir).map_err(|e| e.to_string())?;
+) -> Result<LockEntry, StageFailure> {
+    let tree = env.statcache.hash_tree(dir)?;
     Ok(LockEntry::new(
         ingredients,
         env.project.relative(dir),
@@ -458,7 +487,7 @@ fn run_stage(
     progress: &Progress,
     i: usize,
     work: Work,
-) -> Result<LockEntry, String> {
+) -> Result<LockEntry, StageFailure> {
     let project = env.project;
     let decl = &project.pipeline().stages[i];
     let stage = env
@@ -469,7 +498,7 @@ fn run_stage(
     let store = project.store();
     let staging = store
         .staging_dir(&decl.name, &fingerprint, stage.resumable())
-        .map_err(|e| format!("cannot create a staging directory under artifacts/: {e}"))?;
+        .map_err(|source| StageFailure::Staging { source })?;
     let reporter = progress.stage(&decl.name, &project.log_path(&decl.name));
     let cache_dir: PathBuf = crate::cache_dir();
     let started = SystemTime::now();
@@ -507,16 +536,14 @@ fn run_stage(
         if !stage.resumable() {
             let _ = crate::fsutil::remove_all(&staging);
         }
-        return Err(e.to_string());
+        return Err(e.into());
     }
     let duration = clock.elapsed().as_secs_f64();
     let committed = store
         .commit(&staging, &decl.name, &fingerprint)
-        .map_err(|e| {
-            format!(
-                "cannot commit {} into artifacts/: {e}",
-                project.relative(&staging)
-            )
+        .map_err(|source| StageFailure::Commit {
+            staging: project.relative(&staging),
+            source,
         })?;
     entry_for(env, &work.ingredients, &committed, started, duration)
 }

@@ -18,7 +18,7 @@ impl std::fmt::Display for LineCol {
 }
 
 /// Line and column (1-based, column in characters) of a byte offset.
-pub fn line_col(source: &str, offset: usize) -> LineCol {
+pub(crate) fn line_col(source: &str, offset: usize) -> LineCol {
     let offset = offset.min(source.len());
     let before = &source[..source.floor_char_boundary(offset)];
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -30,7 +30,7 @@ pub fn line_col(source: &str, offset: usize) -> LineCol {
 
 /// The span of the deepest key (or array element) along `path` that exists in the document;
 /// the whole path when it exists, else its nearest existing ancestor.
-pub fn locate(doc: &Document<&str>, path: &[&str]) -> Option<Range<usize>> {
+pub(crate) fn locate(doc: &Document<&str>, path: &[&str]) -> Option<Range<usize>> {
     let mut item: &Item = doc.as_item();
     let mut best = None;
     for segment in path {

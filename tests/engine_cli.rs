@@ -47,6 +47,58 @@ fn unknown_keys_and_kinds_show_line_column_and_a_suggestion() {
     assert!(err.contains("pipeline.toml:3:"), "{err}");
 }
 
+/// `train` is read by `eval` and `push`, like the train stage of the default pipeline.
+const REFERENCED: &str = r#"
+[stages.split]
+uses = "cmd"
+cmd = "true"
+
+[stages.train]
+uses = "cmd"
+inputs = { data = "@split" }
+cmd = "echo train"
+
+[stages.eval]
+uses = "cmd"
+inputs = { data = "@split", adapter = "@train" }
+cmd = "true"
+
+[stages.push]
+uses = "cmd"
+inputs = { adapter = "@train", metrics = "@eval" }
+cmd = "true"
+"#;
+
+#[test]
+fn one_mistake_gives_one_message() {
+    let typo = REFERENCED.replace("cmd = \"echo train\"", "cmnd = \"echo train\"");
+    let err = error_of(&typo);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one mistake, one message: {err}");
+    assert!(
+        lines[0].contains(
+            "pipeline.toml:9:1: unknown key `cmnd` in stage `train` (uses = \"cmd\"); did you mean `cmd`?"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("unknown stage `@train`"), "{err}");
+
+    let two = typo.replace("metrics = \"@eval\"", "metrics = \"@evl\"");
+    let err = error_of(&two);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "two mistakes, two messages: {err}");
+    assert!(
+        lines[0].contains("unknown key `cmnd` in stage `train`"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains(
+            "pipeline.toml:18:32: input `metrics` of stage `push` names unknown stage `@evl`; did you mean `eval`?"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn cycles_are_named() {
     let err = error_of(

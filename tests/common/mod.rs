@@ -5,13 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub struct TestProject {
+pub(crate) struct TestProject {
     dir: tempfile::TempDir,
 }
 
 impl TestProject {
     /// A project whose pipeline.toml is `pipeline`.
-    pub fn new(pipeline: &str) -> TestProject {
+    pub(crate) fn new(pipeline: &str) -> TestProject {
         let project = TestProject {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -19,21 +19,21 @@ impl TestProject {
         project
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.dir.path()
     }
 
-    pub fn write(&self, relative: &str, content: &str) {
+    pub(crate) fn write(&self, relative: &str, content: &str) {
         let path = self.dir.path().join(relative);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, content).unwrap();
     }
 
-    pub fn read(&self, relative: &str) -> String {
+    pub(crate) fn read(&self, relative: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(relative)).unwrap()
     }
 
-    pub fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tigerflow"));
         command
             .arg("-C")
@@ -44,12 +44,12 @@ impl TestProject {
         command
     }
 
-    pub fn tf(&self, args: &[&str]) -> Output {
+    pub(crate) fn tf(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
 
     /// Runs and expects exit code 0; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.tf(args);
         assert!(
             out.status.success(),
@@ -60,7 +60,7 @@ impl TestProject {
     }
 
     /// `run --json` (plus `args`); returns the stages that ran, in order.
-    pub fn ran(&self, args: &[&str]) -> Vec<String> {
+    pub(crate) fn ran(&self, args: &[&str]) -> Vec<String> {
         let mut all = vec!["--json", "run"];
         all.extend_from_slice(args);
         let out = self.ok(&all);
@@ -68,17 +68,17 @@ impl TestProject {
     }
 
     /// The committed output directory of a stage.
-    pub fn output(&self, stage: &str) -> PathBuf {
+    pub(crate) fn output(&self, stage: &str) -> PathBuf {
         PathBuf::from(self.ok(&["path", stage]).trim())
     }
 
-    pub fn output_file(&self, stage: &str, file: &str) -> String {
+    pub(crate) fn output_file(&self, stage: &str, file: &str) -> String {
         std::fs::read_to_string(self.output(stage).join(file)).unwrap()
     }
 }
 
 /// Names of the stages with `state` in a `--json` report.
-pub fn stages_in(json: &str, state: &str) -> Vec<String> {
+pub(crate) fn stages_in(json: &str, state: &str) -> Vec<String> {
     let value: serde_json::Value =
         serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
     value["stages"]
@@ -90,7 +90,7 @@ pub fn stages_in(json: &str, state: &str) -> Vec<String> {
         .collect()
 }
 
-pub fn describe(out: &Output) -> String {
+pub(crate) fn describe(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
         out.status.code(),
@@ -101,7 +101,7 @@ pub fn describe(out: &Output) -> String {
 
 /// A chain: `a` upper-cases data/in.txt, `b` counts its bytes, `c` copies b's count; `d` is
 /// independent and reads data/other.txt.
-pub const CHAIN: &str = r#"
+pub(crate) const CHAIN: &str = r#"
 [stages.a]
 uses = "cmd"
 inputs = { text = "data/in.txt" }
@@ -127,7 +127,7 @@ cmd = "cat \"$TF_IN_OTHER\" > \"$TF_OUT/copy.txt\""
 outs = ["copy.txt"]
 "#;
 
-pub fn chain() -> TestProject {
+pub(crate) fn chain() -> TestProject {
     let project = TestProject::new(CHAIN);
     project.write("data/in.txt", "hello");
     project.write("data/other.txt", "other");
