@@ -12,7 +12,7 @@ use common::{TestProject, describe};
 
 fn model_dir() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("crates/llm/tests/fixtures/gqa_tied")
+        .join("../llm/tests/fixtures/gqa_tied")
         .display()
         .to_string()
 }

@@ -12,7 +12,7 @@ use common::{TestProject, describe};
 use tigerflow_llm::peft::{AdapterConfig, AdapterTensors, PeftAdapter};
 
 fn model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/llm/tests/fixtures/gqa_tied")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../llm/tests/fixtures/gqa_tied")
 }
 
 /// A LoRA on q_proj and v_proj of both layers with large, deterministic weights, so that the
