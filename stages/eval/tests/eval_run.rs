@@ -56,7 +56,7 @@ fn run(
 
 #[test]
 fn eval_compares_base_and_tuned_and_writes_the_report() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates");
     let work = tempfile::tempdir().unwrap();
     let split = work.path().join("split");
     std::fs::create_dir(&split).unwrap();
