@@ -10,6 +10,26 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 
+/// Why work cannot run on a device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    #[error("unknown device {0:?}; fix: use \"cpu\", \"cuda\" or \"cuda:N\"")]
+    Unknown(String),
+    #[error(
+        "device {0} needs a build with CUDA; fix: rebuild with `cargo build --release --features cuda` or use \"cpu\""
+    )]
+    NeedsCudaBuild(DeviceSpec),
+    /// burn fixes a device's float type with its first tensor, for the whole process.
+    #[error(
+        "device {spec} already computes in {fixed} in this process, not {wanted}; fix: give every stage on {spec} the same `bf16` setting"
+    )]
+    Precision {
+        spec: DeviceSpec,
+        fixed: String,
+        wanted: String,
+    },
+}
+
 /// A parsed device name: `"cpu"`, `"cuda"` (device 0) or `"cuda:N"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSpec {
@@ -18,7 +38,7 @@ pub enum DeviceSpec {
 }
 
 impl DeviceSpec {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, DeviceError> {
         match text {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" => Ok(DeviceSpec::Cuda(0)),
@@ -26,9 +46,7 @@ impl DeviceSpec {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(DeviceSpec::Cuda)
-                .ok_or_else(|| {
-                    format!("unknown device {other:?}; fix: use \"cpu\", \"cuda\" or \"cuda:N\"")
-                }),
+                .ok_or_else(|| DeviceError::Unknown(other.to_owned())),
         }
     }
 
@@ -91,7 +109,7 @@ pub fn run_on<T: OnBackend>(
     bf16: bool,
     cache_dir: &Path,
     task: T,
-) -> Result<T::Output, String> {
+) -> Result<T::Output, DeviceError> {
     match spec {
         DeviceSpec::Cpu => {
             let _ = (bf16, cache_dir);
@@ -111,30 +129,25 @@ pub fn run_on<T: OnBackend>(
             }
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => Err(needs_cuda_build(spec)),
+        DeviceSpec::Cuda(_) => Err(DeviceError::NeedsCudaBuild(spec)),
     }
-}
-
-/// The error for a GPU `spec` in a build without the `cuda` feature.
-pub fn needs_cuda_build(spec: DeviceSpec) -> String {
-    format!(
-        "device {spec} needs a build with CUDA; fix: rebuild with `cargo build --release --features cuda` or use \"cpu\""
-    )
 }
 
 /// burn fixes a device's float type with its first tensor, for the whole process: a second task
 /// asking for another precision on the same device would silently get the first one's.
 #[cfg(feature = "cuda")]
-fn same_precision<B: Backend>(spec: DeviceSpec, device: &B::Device) -> Result<(), String> {
+fn same_precision<B: Backend>(spec: DeviceSpec, device: &B::Device) -> Result<(), DeviceError> {
     use burn::tensor::{DType, Element, get_device_settings};
     let wanted = <B::FloatElem as Element>::dtype();
     let fixed: DType = get_device_settings::<B>(device).float_dtype.into();
     if wanted == fixed {
         Ok(())
     } else {
-        Err(format!(
-            "device {spec} already computes in {fixed:?} in this process, not {wanted:?}; fix: give every stage on {spec} the same `bf16` setting"
-        ))
+        Err(DeviceError::Precision {
+            spec,
+            fixed: format!("{fixed:?}"),
+            wanted: format!("{wanted:?}"),
+        })
     }
 }
 
@@ -147,7 +160,12 @@ mod tests {
         assert_eq!(DeviceSpec::parse("cpu"), Ok(DeviceSpec::Cpu));
         assert_eq!(DeviceSpec::parse("cuda"), Ok(DeviceSpec::Cuda(0)));
         assert_eq!(DeviceSpec::parse("cuda:3"), Ok(DeviceSpec::Cuda(3)));
-        assert!(DeviceSpec::parse("gpu").unwrap_err().contains("cuda:N"));
+        assert!(
+            DeviceSpec::parse("gpu")
+                .unwrap_err()
+                .to_string()
+                .contains("cuda:N")
+        );
         assert_eq!(DeviceSpec::Cuda(3).to_string(), "cuda:3");
     }
 
@@ -175,7 +193,9 @@ mod tests {
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn cuda_without_the_feature_says_how_to_get_it() {
-        let err = run_on(DeviceSpec::Cuda(1), true, Path::new("."), Name).unwrap_err();
+        let err = run_on(DeviceSpec::Cuda(1), true, Path::new("."), Name)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("cuda:1") && err.contains("--features cuda"),
             "{err}"

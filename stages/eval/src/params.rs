@@ -84,7 +84,7 @@ impl Params for EvalParams {
             ));
         }
         tigerflow_llm::device::DeviceSpec::parse(&self.device)
-            .map_err(|m| ParamError::new(&["device"], m))?;
+            .map_err(|m| ParamError::new(&["device"], m.to_string()))?;
         Ok(())
     }
 }

@@ -54,7 +54,8 @@ impl TypedStage for EvalStage {
     }
 
     fn run(&self, params: &EvalParams, ctx: &mut Context<'_>) -> Result<(), StageError> {
-        let spec = DeviceSpec::parse(&params.device).map_err(StageError::Failed)?;
+        let spec =
+            DeviceSpec::parse(&params.device).map_err(|e| StageError::Failed(e.to_string()))?;
         let cache_dir = ctx.cache_dir;
         let stage = ctx.stage_name;
         let work = Evaluation {

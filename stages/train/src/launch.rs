@@ -6,7 +6,7 @@ use std::process::Command;
 
 use tigerflow_distributed::launch::{launcher, local_ranks, supervise};
 use tigerflow_distributed::nccl_lib;
-use tigerflow_llm::device::{DeviceSpec, needs_cuda_build};
+use tigerflow_llm::device::{DeviceError, DeviceSpec};
 use tigerflow_llm::sources::ModelSource;
 use tigerflow_stage::{Context, StageError};
 
@@ -22,11 +22,11 @@ pub fn launch(params: &TrainParams, ctx: &mut Context<'_>) -> Result<(), StageEr
         .into_iter()
         .map(DeviceSpec::parse)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(failed)?;
+        .map_err(|e| failed(e.to_string()))?;
     if let Some(gpu) = specs.iter().find(|s| **s != DeviceSpec::Cpu)
         && !cfg!(feature = "cuda")
     {
-        return Err(failed(needs_cuda_build(*gpu)));
+        return Err(failed(DeviceError::NeedsCudaBuild(*gpu).to_string()));
     }
     // Download a remote base model once, here, rather than in every rank at the same time.
     ModelSource::parse(&params.base_model, ctx.root)

@@ -328,7 +328,7 @@ impl Params for TrainParams {
             )?;
         }
         tigerflow_llm::device::DeviceSpec::parse(&self.device)
-            .map_err(|m| ParamError::new(&["device"], m))?;
+            .map_err(|m| ParamError::new(&["device"], m.to_string()))?;
         self.validate_devices()
     }
 }
@@ -339,7 +339,7 @@ impl TrainParams {
         let mut specs = Vec::new();
         for (i, name) in self.devices.iter().enumerate() {
             let spec = DeviceSpec::parse(name)
-                .map_err(|m| ParamError::new(&["devices", &i.to_string()], m))?;
+                .map_err(|m| ParamError::new(&["devices", &i.to_string()], m.to_string()))?;
             if spec != DeviceSpec::Cpu && specs.contains(&spec) {
                 return Err(ParamError::new(
                     &["devices", &i.to_string()],

@@ -15,7 +15,7 @@ use tigerflow_distributed::rank_env::RankEnv;
 use tigerflow_distributed::rank_env::RankEnvError;
 use tigerflow_distributed::rank_report::{LineReporter, RankLine};
 use tigerflow_distributed::tcp_group::TcpGroup;
-use tigerflow_llm::device::DeviceSpec;
+use tigerflow_llm::device::{DeviceError, DeviceSpec};
 use tigerflow_stage::{Context, StageError};
 
 use crate::params::TrainParams;
@@ -87,8 +87,8 @@ pub enum RankError {
     )]
     LocalRank { local_rank: usize, devices: usize },
     /// A device name that does not parse, or a GPU in a build without CUDA.
-    #[error("{0}")]
-    Device(String),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     #[error(transparent)]
     Train(#[from] StageError),
 }
@@ -138,7 +138,7 @@ fn run(job_path: &Path, env: &RankEnv) -> Result<(), RankError> {
         local_rank: env.local_rank,
         devices: devices.len(),
     })?;
-    let spec = DeviceSpec::parse(name).map_err(RankError::Device)?;
+    let spec = DeviceSpec::parse(name)?;
     let tcp = TcpGroup::join(env, RENDEZVOUS)?;
     let mut collective = collective_for(spec, tcp)?;
     let reporter = LineReporter::new(env.rank == 0);
@@ -166,8 +166,6 @@ pub fn collective_for(spec: DeviceSpec, tcp: TcpGroup) -> Result<Box<dyn Collect
             )?))
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => Err(RankError::Device(tigerflow_llm::device::needs_cuda_build(
-            spec,
-        ))),
+        DeviceSpec::Cuda(_) => Err(DeviceError::NeedsCudaBuild(spec).into()),
     }
 }

@@ -67,7 +67,8 @@ impl TypedStage for TrainStage {
         if params.distributed() {
             return launch(params, ctx);
         }
-        let spec = DeviceSpec::parse(params.host_devices()[0]).map_err(StageError::Failed)?;
+        let spec = DeviceSpec::parse(params.host_devices()[0])
+            .map_err(|e| StageError::Failed(e.to_string()))?;
         train_as_rank(params, ctx, spec, &mut Alone)
     }
 }
