@@ -91,8 +91,9 @@ fn from_cuda<B: Backend>(p: tigerflow_cuda::Projection<B>) -> Operands<B> {
     use tigerflow_cuda::FrozenWeight;
     Operands {
         base: match p.base {
+            // The tensor as it came (frozen, untracked): `Param::from_tensor` would track it.
             FrozenWeight::Dense(w) => {
-                BaseWeight::Dense(Param::from_tensor(w).set_require_grad(false))
+                BaseWeight::Dense(Param::initialized(burn::module::ParamId::new(), w))
             }
             FrozenWeight::Nf4 {
                 words,
