@@ -7,14 +7,13 @@ use std::process::Command;
 
 use tigerflow_distributed::collective::{Alone, Collective};
 use tigerflow_distributed::launch::{local_ranks, stop_with_parent, supervise};
-use tigerflow_distributed::nccl_lib;
 use tigerflow_distributed::rank_env::RankEnv;
 use tigerflow_distributed::tcp_group::TcpGroup;
 use tigerflow_finetune::bench::{BenchSettings, BenchTask, ModelShape, table};
 use tigerflow_llm::device::{DeviceSpec, run_on};
 use tigerflow_stage::Reporter;
 use tigerflow_train::params::TrainParams;
-use tigerflow_train::rank::{RENDEZVOUS, collective_for};
+use tigerflow_train::rank::{RENDEZVOUS, collective_for, library_path_for};
 
 /// Arguments of `tigerflow bench`.
 #[derive(Debug, clap::Args)]
@@ -175,11 +174,8 @@ fn start_ranks(specs: &[DeviceSpec]) -> Result<(), String> {
         command.args(std::env::args_os().skip(1));
         command
     };
-    let library_path = if specs.iter().all(|s| *s == DeviceSpec::Cpu) {
-        None
-    } else {
-        Some(nccl_lib::library_path(&tigerflow::cache_dir()).map_err(|e| e.to_string())?)
-    };
+    let library_path =
+        library_path_for(specs, &tigerflow::cache_dir()).map_err(|e| e.to_string())?;
     let launches = local_ranks(command, specs.len(), &logs, library_path.as_deref())
         .map_err(|e| e.to_string())?;
     eprintln!(

@@ -167,7 +167,10 @@ fn supported<B: Backend>(x: &Tensor<B, 2>, projections: &[Projection<B>]) -> boo
                     .as_ref()
                     .is_none_or(|l| bf16(&l.input) && bf16(&l.a) && bf16(&l.b))
         })
-        && ordinal(&x.device()).is_some_and(|o| Gpu::of(o).ampere() && Gpu::of(o).blas().is_some())
+        && ordinal(&x.device()).is_some_and(|o| {
+            let gpu = Gpu::of(o);
+            gpu.ampere() && gpu.blas().is_some()
+        })
 }
 
 /// A tensor whose two dimensions are known: burn's while an operation is queued, the buffer

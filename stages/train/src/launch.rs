@@ -5,13 +5,12 @@
 use std::process::Command;
 
 use tigerflow_distributed::launch::{launcher, local_ranks, supervise};
-use tigerflow_distributed::nccl_lib;
 use tigerflow_llm::device::{DeviceError, DeviceSpec};
 use tigerflow_llm::sources::ModelSource;
 use tigerflow_stage::{Context, StageError};
 
 use crate::params::TrainParams;
-use crate::rank::Job;
+use crate::rank::{Job, library_path_for};
 
 /// Trains in rank processes as `params` describe; returns when all of them finished.
 pub fn launch(params: &TrainParams, ctx: &mut Context<'_>) -> Result<(), StageError> {
@@ -49,11 +48,8 @@ pub fn launch(params: &TrainParams, ctx: &mut Context<'_>) -> Result<(), StageEr
         command
     };
 
-    let library_path = if specs.iter().all(|s| *s == DeviceSpec::Cpu) {
-        None
-    } else {
-        Some(nccl_lib::library_path(ctx.cache_dir).map_err(|e| failed(e.to_string()))?)
-    };
+    let library_path =
+        library_path_for(&specs, ctx.cache_dir).map_err(|e| failed(e.to_string()))?;
     let launches = if params.launcher.is_empty() {
         local_ranks(rank_command, specs.len(), &dir, library_path.as_deref())
             .map_err(|e| failed(e.to_string()))?

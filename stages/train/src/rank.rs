@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tigerflow_distributed::collective::Collective;
 use tigerflow_distributed::collective::CollectiveError;
+use tigerflow_distributed::nccl_lib::{self, NcclLibError};
 use tigerflow_distributed::rank_env::RankEnv;
 use tigerflow_distributed::rank_env::RankEnvError;
 use tigerflow_distributed::rank_report::{LineReporter, RankLine};
@@ -152,6 +153,18 @@ fn run(job_path: &Path, env: &RankEnv) -> Result<(), RankError> {
         reporter: &reporter,
     };
     Ok(train_as_rank(&params, &mut ctx, spec, collective.as_mut())?)
+}
+
+/// The `LD_LIBRARY_PATH` that ranks on `specs` start with: NCCL's folder first when any of them
+/// is a GPU, `None` (leave it alone) when all are CPUs.
+pub fn library_path_for(
+    specs: &[DeviceSpec],
+    cache_dir: &Path,
+) -> Result<Option<std::ffi::OsString>, NcclLibError> {
+    if specs.iter().all(|s| *s == DeviceSpec::Cpu) {
+        return Ok(None);
+    }
+    nccl_lib::library_path(cache_dir).map(Some)
 }
 
 /// GPUs sum through NCCL; CPU ranks through the TCP group they met in.
